@@ -1,0 +1,73 @@
+"""fastloss: fused loss + gradient kernels for NumPy arrays, compiled with Numba.
+
+Every loss returns ``LossResult(loss, grad)`` from one pass over the data; see
+``SPEC.md`` in the project docs for the contract and ``README.md`` for examples.
+"""
+
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as _version
+
+from ._config import get_num_threads, set_num_threads, threading_layer
+from ._core import LOSSES, LossResult
+
+# --- softmax family (fastloss/softmax.py)
+from .softmax import (
+    cross_entropy,
+    js_div_with_logits,
+    kl_div_with_logits,
+    log_softmax,
+    logsumexp,
+    nll_loss,
+    softmax,
+    softmax_entropy,
+    softmax_focal_loss,
+)
+
+# --- elementwise families (fastloss/pointwise.py): added by the pointwise work
+
+from ._warmup import warmup
+
+try:
+    __version__ = _version("fastloss")
+except PackageNotFoundError:  # pragma: no cover - source tree without install
+    __version__ = "0.0.0+unknown"
+
+
+def _group(name):
+    return sorted(k for k, v in LOSSES.items() if v.group == name)
+
+
+#: Loss names by family, for parametrising tests and benchmarks.
+CLASSIFICATION_LOSSES = _group("classification")
+BINARY_LOSSES = _group("binary")
+REGRESSION_LOSSES = _group("regression")
+MARGIN_LOSSES = _group("margin")
+COUNT_LOSSES = _group("count")
+DIVERGENCE_LOSSES = _group("divergence")
+
+__all__ = sorted(
+    [
+        "BINARY_LOSSES",
+        "CLASSIFICATION_LOSSES",
+        "COUNT_LOSSES",
+        "DIVERGENCE_LOSSES",
+        "LOSSES",
+        "LossResult",
+        "MARGIN_LOSSES",
+        "REGRESSION_LOSSES",
+        "__version__",
+        "cross_entropy",
+        "get_num_threads",
+        "js_div_with_logits",
+        "kl_div_with_logits",
+        "log_softmax",
+        "logsumexp",
+        "nll_loss",
+        "set_num_threads",
+        "softmax",
+        "softmax_entropy",
+        "softmax_focal_loss",
+        "threading_layer",
+        "warmup",
+    ]
+)

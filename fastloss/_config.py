@@ -1,0 +1,158 @@
+"""The one place that owns fastloss's Numba policy.
+
+Every kernel module imports :func:`kernel` / :func:`inline` from here; none of them
+hard-codes ``fastmath=``, ``cache=``, ``parallel=`` or a threading layer.
+
+Policy
+------
+* ``fastmath`` is **off**: its ``nnan``/``ninf`` flags would let LLVM delete the NaN, inf
+  and ``-inf``-logit handling the contract promises, and ``reassoc`` would make results
+  depend on the vector width.  Speed comes from the vectorisable math in ``_vmath``.
+* ``error_model="numpy"``: a division by zero gives inf/nan (as NumPy and PyTorch do)
+  instead of raising, and removes the zero checks from the inner loops.
+* ``nogil=True``: kernels release the GIL, so many Python threads can score at once.
+* ``cache=True`` unless ``FASTLOSS_CACHE=0``: the compiled machine code is written to
+  Numba's on-disk cache (``__pycache__`` next to the sources, or ``NUMBA_CACHE_DIR``),
+  so the JIT compile is paid once per machine and Numba version, not once per process.
+* Every kernel exists twice, a ``parallel=True`` and a serial build of the same Python
+  function.  Small inputs run the serial build (a parallel launch costs microseconds);
+  calls from non-main Python threads run the serial build when the threading layer is
+  not thread-safe (``workqueue`` aborts the process on concurrent use).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import types as _pytypes
+
+import numba
+
+__all__ = [
+    "PARALLEL_MIN_WORK",
+    "BLOCK",
+    "get_num_threads",
+    "inline",
+    "kernel",
+    "pick",
+    "set_num_threads",
+    "threading_layer",
+]
+
+_CACHE = os.environ.get("FASTLOSS_CACHE", "1").lower() not in ("0", "false", "no", "off")
+
+_OPTIONS = dict(nogil=True, cache=_CACHE, fastmath=False, error_model="numpy")
+
+#: Work (elements touched) below which the serial build runs.  Measured on the
+#: development machine (2 cores, bench/threshold.py): the parallel launch costs ~2 us,
+#: which a single thread amortises at about this many softmax elements.
+PARALLEL_MIN_WORK = int(os.environ.get("FASTLOSS_PARALLEL_MIN_WORK", 32768))
+
+#: Number of rows / elements in one reduction block.  Per-block partial sums are
+#: combined in block order, so the result does not depend on the thread count.
+BLOCK = 256
+
+
+# --------------------------------------------------------------------------- threading
+def _select_threading_layer() -> None:
+    """Prefer a thread-safe layer (tbb, then omp); workqueue only as a last resort.
+
+    Must run before the first parallel kernel is compiled.  A user who has set
+    ``NUMBA_THREADING_LAYER`` keeps their choice.
+    """
+    if os.environ.get("NUMBA_THREADING_LAYER"):
+        return
+    numba.config.THREADING_LAYER_PRIORITY = ["tbb", "omp", "workqueue"]
+
+
+_select_threading_layer()
+
+_layer_lock = threading.Lock()
+_layer: str | None = None
+
+
+def threading_layer() -> str:
+    """The Numba threading layer in use (runs a tiny parallel kernel the first time)."""
+    global _layer
+    if _layer is None:
+        with _layer_lock:
+            if _layer is None:
+                _probe(1)
+                _layer = numba.threading_layer()
+    return _layer
+
+
+@numba.njit(parallel=True, nogil=True, cache=_CACHE)
+def _probe(n):  # pragma: no cover - trivial
+    s = 0
+    for i in numba.prange(n):
+        s += i
+    return s
+
+
+_main_thread = threading.main_thread()
+
+_num_threads = numba.config.NUMBA_NUM_THREADS
+
+
+def get_num_threads() -> int:
+    """Number of threads fastloss's parallel kernels use."""
+    return _num_threads
+
+
+def set_num_threads(n: int) -> None:
+    """Set the number of threads fastloss's parallel kernels use (1 .. NUMBA_NUM_THREADS).
+
+    Results do not depend on this number: reductions run over fixed-size blocks in a
+    fixed order.
+    """
+    global _num_threads
+    n = int(n)
+    if not 1 <= n <= numba.config.NUMBA_NUM_THREADS:
+        raise ValueError(
+            f"num_threads must be in [1, {numba.config.NUMBA_NUM_THREADS}], got {n}"
+        )
+    _num_threads = n
+
+
+# ------------------------------------------------------------------------- decorators
+def inline(fn):
+    """A helper compiled into its callers (vector math, per-row math)."""
+    return numba.njit(inline="always", **_OPTIONS)(fn)
+
+
+class Kernel:
+    """A kernel compiled both ways; :func:`pick` chooses per call."""
+
+    __slots__ = ("parallel", "serial", "__name__")
+
+    def __init__(self, fn):
+        self.__name__ = fn.__name__
+        self.parallel = numba.njit(parallel=True, **_OPTIONS)(fn)
+        # A distinct function object with its own qualname so the two builds get
+        # their own on-disk cache files.
+        serial_fn = _pytypes.FunctionType(
+            fn.__code__, fn.__globals__, fn.__name__ + "_serial", fn.__defaults__, fn.__closure__
+        )
+        serial_fn.__qualname__ = fn.__qualname__ + "_serial"
+        serial_fn.__module__ = fn.__module__
+        self.serial = numba.njit(parallel=False, **_OPTIONS)(serial_fn)
+
+    def __repr__(self):
+        return f"<fastloss kernel {self.__name__}>"
+
+
+def kernel(fn) -> Kernel:
+    """Decorate a kernel body (uses ``numba.prange`` over blocks)."""
+    return Kernel(fn)
+
+
+def pick(k: Kernel, work: int):
+    """The build to run for ``work`` elements from the calling thread."""
+    if work < PARALLEL_MIN_WORK or _num_threads == 1:
+        return k.serial
+    if threading.current_thread() is not _main_thread and threading_layer() == "workqueue":
+        return k.serial
+    if numba.get_num_threads() != _num_threads:
+        numba.set_num_threads(_num_threads)  # numba's setting is per Python thread
+    return k.parallel

@@ -1,0 +1,175 @@
+"""The public layer's shared machinery: ``LossResult``, input normalisation, option
+checks with SPEC section 5's errors, ``out=`` handling, reductions and the loss registry.
+
+Kernels never validate; everything here runs once per call, before any kernel.
+Checks that need a full pass over a big array (probabilities in [0, 1], +-1 targets)
+are done inside the fused kernels and reported back through a status code.
+"""
+
+from __future__ import annotations
+
+import operator
+from typing import Any, Callable, NamedTuple
+
+import numpy as np
+
+__all__ = [
+    "LossResult",
+    "LOSSES",
+    "register",
+    "as_input",
+    "as_float_like",
+    "as_index_target",
+    "check_reduction",
+    "check_same_shape",
+    "prepare_out",
+    "readonly",
+    "finish",
+    "normalize_axis",
+]
+
+_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+class LossResult(NamedTuple):
+    """What every loss returns: the loss and its gradient with respect to the input."""
+
+    loss: Any
+    """NumPy scalar of the input dtype ("sum"/"mean"), or ndarray ("none")."""
+    grad: np.ndarray | None
+    """d loss / d input, the input's shape and dtype; ``None`` when ``grad=False``."""
+
+
+# ---------------------------------------------------------------------------- registry
+class LossInfo(NamedTuple):
+    name: str
+    fn: Callable
+    group: str
+    reductions: tuple
+
+
+#: name -> LossInfo for every public loss; tests and benchmarks parametrise over it.
+LOSSES: dict[str, LossInfo] = {}
+
+
+def register(group: str, reductions=("none", "sum", "mean")):
+    """Enter a public loss in :data:`LOSSES` under ``group``."""
+
+    def deco(fn):
+        LOSSES[fn.__name__] = LossInfo(fn.__name__, fn, group, tuple(reductions))
+        fn.__module__ = "fastloss"
+        return fn
+
+    return deco
+
+
+# ------------------------------------------------------------------------ normalisation
+def readonly(a: np.ndarray) -> np.ndarray:
+    """A read-only view: kernels are compiled once for read-only inputs, so writeable,
+    read-only and memmap inputs all share one compiled specialisation."""
+    if a.flags.writeable:
+        a = a.view()
+        a.flags.writeable = False
+    return a
+
+
+def as_input(x, name: str = "input") -> np.ndarray:
+    """``x`` as a float32/float64 ndarray (C-contiguous, read-only view); TypeError otherwise."""
+    a = x if type(x) is np.ndarray else np.asarray(x)
+    if a.dtype not in _FLOATS:
+        if a.dtype.kind == "f" and a.dtype.newbyteorder("=") in _FLOATS:
+            a = a.astype(a.dtype.newbyteorder("="))  # byte-swapped float32/float64
+        else:
+            raise TypeError(
+                f"{name} must have dtype float32 or float64, got {a.dtype}"
+            )
+    if not a.flags.c_contiguous:
+        a = np.ascontiguousarray(a)
+    elif type(a) is not np.ndarray:
+        a = a.view(np.ndarray)  # memmap and other subclasses
+    return readonly(a)
+
+
+def as_float_like(t, x: np.ndarray, name: str = "target", shape=None) -> np.ndarray:
+    """A float array with ``x``'s dtype (C-contiguous, read-only) and, if given, ``shape``."""
+    a = t if type(t) is np.ndarray else np.asarray(t)
+    if a.dtype.kind not in "fiub":
+        raise TypeError(f"{name} must be a real numeric array, got dtype {a.dtype}")
+    if shape is not None and a.shape != tuple(shape):
+        raise ValueError(
+            f"{name} shape {a.shape} does not match input shape {tuple(shape)}"
+        )
+    if a.dtype != x.dtype or not a.flags.c_contiguous or type(a) is not np.ndarray:
+        a = np.ascontiguousarray(a, dtype=x.dtype)
+    return readonly(a)
+
+
+_INT_MAX = np.iinfo(np.int64).max
+
+
+def as_index_target(t, name: str = "target") -> np.ndarray:
+    """Class indices as a C-contiguous read-only int64 array (any integer dtype)."""
+    a = t if type(t) is np.ndarray else np.asarray(t)
+    if a.dtype.kind not in "iu":
+        if a.dtype.kind == "b":
+            raise TypeError(f"{name} must hold integer class indices, got dtype bool")
+        raise TypeError(f"{name} must hold integer class indices, got dtype {a.dtype}")
+    if a.dtype == np.uint64 and a.size and int(a.max()) > _INT_MAX:
+        raise IndexError(f"Target {int(a.max())} is out of bounds.")
+    if a.dtype != np.int64 or not a.flags.c_contiguous or type(a) is not np.ndarray:
+        a = np.ascontiguousarray(a, dtype=np.int64)
+    return readonly(a)
+
+
+def check_same_shape(x: np.ndarray, t: np.ndarray, what: str = "target") -> None:
+    if x.shape != t.shape:
+        raise ValueError(
+            f"{what} shape {t.shape} does not match input shape {x.shape}"
+        )
+
+
+def check_reduction(reduction: str, allowed=("none", "sum", "mean")) -> None:
+    if reduction not in allowed:
+        valid = ", ".join(repr(r) for r in allowed)
+        raise ValueError(
+            f"{reduction!r} is not a valid value for reduction; valid values are {valid}"
+        )
+
+
+def normalize_axis(axis, ndim: int) -> int:
+    try:
+        axis = operator.index(axis)
+    except TypeError:
+        raise TypeError(f"axis must be an integer, got {axis!r}") from None
+    if not -ndim <= axis < ndim:
+        raise ValueError(f"axis {axis} is out of bounds for input of dimension {ndim}")
+    return axis % ndim
+
+
+def prepare_out(out, x: np.ndarray, grad: bool) -> np.ndarray:
+    """The gradient buffer: ``out`` after checks, or a fresh array (``(0,)*ndim`` when
+    ``grad=False`` so kernels keep one signature)."""
+    if out is None:
+        return np.empty(x.shape if grad else (0,) * x.ndim, dtype=x.dtype)
+    if not grad:
+        raise ValueError("out= was given but grad=False: there is no gradient to write")
+    if not isinstance(out, np.ndarray):
+        raise ValueError(f"out must be a numpy.ndarray, got {type(out).__name__}")
+    if out.shape != x.shape:
+        raise ValueError(f"out has shape {out.shape}, expected the input's shape {x.shape}")
+    if out.dtype != x.dtype:
+        raise ValueError(f"out has dtype {out.dtype}, expected the input's dtype {x.dtype}")
+    if not out.flags.c_contiguous:
+        raise ValueError("out must be C-contiguous")
+    if not out.flags.writeable:
+        raise ValueError("out is read-only; it must be writeable")
+    if type(out) is not np.ndarray:
+        out = out.view(np.ndarray)
+    return out
+
+
+def finish(loss, g: np.ndarray, grad: bool, out) -> LossResult:
+    """Wrap the result; returns the caller's own ``out`` object as ``grad``."""
+    if not grad:
+        return LossResult(loss, None)
+    return LossResult(loss, out if out is not None else g)
