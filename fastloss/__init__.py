@@ -10,22 +10,10 @@ from importlib.metadata import version as _version
 from ._config import get_num_threads, set_num_threads, threading_layer
 from ._core import LOSSES, LossResult
 
-# --- softmax family (fastloss/softmax.py)
-from .softmax import (
-    cross_entropy,
-    js_div_with_logits,
-    kl_div_with_logits,
-    log_softmax,
-    logsumexp,
-    nll_loss,
-    softmax,
-    softmax_entropy,
-    softmax_focal_loss,
-)
+# --- softmax family (fastloss/softmax.py): being written
 
 # --- elementwise families (fastloss/pointwise.py): added by the pointwise work
 
-from ._warmup import warmup
 
 try:
     __version__ = _version("fastloss")
@@ -56,18 +44,8 @@ __all__ = sorted(
         "MARGIN_LOSSES",
         "REGRESSION_LOSSES",
         "__version__",
-        "cross_entropy",
         "get_num_threads",
-        "js_div_with_logits",
-        "kl_div_with_logits",
-        "log_softmax",
-        "logsumexp",
-        "nll_loss",
         "set_num_threads",
-        "softmax",
-        "softmax_entropy",
-        "softmax_focal_loss",
         "threading_layer",
-        "warmup",
     ]
 )
