@@ -56,6 +56,32 @@ bits_f32 = _bitcast(types.int32, types.float32, ir.FloatType())
 
 
 # --------------------------------------------------------------------------------- exp
+@intrinsic
+def pow2_pair(typingctx, kf):
+    """(2**k1, 2**k2) with k1 + k2 == k == int(kf), computed in the float's own integer
+    width (Numba would widen int32 arithmetic to int64 and halve the vector width).
+    Two factors so that p * 2**k1 * 2**k2 reaches subnormal results and 2**128/2**1024.
+    ``kf`` must be an integral, non-NaN float within the exponent range."""
+    if kf not in (types.float32, types.float64):
+        return None
+    width, shift, bias = (32, 23, 127) if kf == types.float32 else (64, 52, 1023)
+    sig = types.UniTuple(kf, 2)(kf)
+
+    def codegen(context, builder, signature, args):
+        ity = ir.IntType(width)
+        fty = context.get_value_type(kf)
+        ki = builder.fptosi(args[0], ity)
+        k1 = builder.ashr(ki, ir.Constant(ity, 1))
+        k2 = builder.sub(ki, k1)
+        c_bias = ir.Constant(ity, bias)
+        c_shift = ir.Constant(ity, shift)
+        s1 = builder.bitcast(builder.shl(builder.add(k1, c_bias), c_shift), fty)
+        s2 = builder.bitcast(builder.shl(builder.add(k2, c_bias), c_shift), fty)
+        return context.make_tuple(builder, signature.return_type, (s1, s2))
+
+    return sig, codegen
+
+
 _LOG2E = 1.4426950408889634
 _LN2_HI64 = 6.93147180369123816490e-01
 _LN2_LO64 = 1.90821492927058770002e-10
@@ -85,13 +111,12 @@ def _exp64(x):
     p = p * r + 0.5
     p = p * r + 1.0
     p = p * r + 1.0
-    ki = np.int64(kf) if kf == kf else np.int64(0)
-    k1 = ki >> 1  # two factors so 2**k covers subnormal results and 2**1024
-    k2 = ki - k1
-    return p * bits_f64((k1 + 1023) << 52) * bits_f64((k2 + 1023) << 52)
+    s1, s2 = pow2_pair(kf if kf == kf else 0.0)
+    return p * s1 * s2
 
 
 _LOG2E32 = np.float32(1.4426950408889634)
+_ZERO32 = np.float32(0.0)
 _LN2_HI32 = np.float32(6.9314575195e-01)
 _LN2_LO32 = np.float32(1.4286067653e-06)
 _ROUND32 = np.float32(12582912.0)  # 1.5 * 2**23
@@ -116,10 +141,8 @@ def _exp32(x):
     p = p * r + _C32[5]
     p = p * r + _C32[6]
     p = p * r + _C32[7]
-    ki = np.int32(kf) if kf == kf else np.int32(0)
-    k1 = ki >> 1
-    k2 = ki - k1
-    return p * bits_f32((k1 + np.int32(127)) << 23) * bits_f32((k2 + np.int32(127)) << 23)
+    s1, s2 = pow2_pair(kf if kf == kf else _ZERO32)
+    return p * s1 * s2
 
 
 # --------------------------------------------------------------------------------- log
@@ -291,11 +314,7 @@ def _ov_vexpm1(x):
             q = q * r + 1.0 / 6.0
             q = q * r + 0.5
             q = (q * r) * r + r
-            ki = np.int64(kf) if kf == kf else np.int64(0)
-            k1 = ki >> 1
-            k2 = ki - k1
-            s1 = bits_f64((k1 + 1023) << 52)
-            s2 = bits_f64((k2 + 1023) << 52)
+            s1, s2 = pow2_pair(kf if kf == kf else 0.0)
             res = (q * s1) * s2 + (s1 * s2 - 1.0)
             return x if x != x else res
 
@@ -318,11 +337,7 @@ def _ov_vexpm1(x):
             q = q * r + _C32[4]
             q = q * r + _C32[5]
             q = (q * r) * r + r
-            ki = np.int32(kf) if kf == kf else np.int32(0)
-            k1 = ki >> 1
-            k2 = ki - k1
-            s1 = bits_f32((k1 + np.int32(127)) << 23)
-            s2 = bits_f32((k2 + np.int32(127)) << 23)
+            s1, s2 = pow2_pair(kf if kf == kf else _ZERO32)
             res = (q * s1) * s2 + (s1 * s2 - _ONE32)
             return x if x != x else res
 
