@@ -10,9 +10,21 @@ from importlib.metadata import version as _version
 from ._config import get_num_threads, set_num_threads, threading_layer
 from ._core import LOSSES, LossResult
 
-# --- softmax family (fastloss/softmax.py): being written
+# --- softmax family (fastloss/softmax.py)
+from .softmax import (
+    cross_entropy,
+    js_div_with_logits,
+    kl_div_with_logits,
+    log_softmax,
+    logsumexp,
+    nll_loss,
+    softmax,
+    softmax_entropy,
+    softmax_focal_loss,
+)
 
 # --- elementwise families (fastloss/pointwise.py): added by the pointwise work
+from .multimargin import multi_margin_loss
 
 
 try:
@@ -42,10 +54,20 @@ __all__ = sorted(
         "LOSSES",
         "LossResult",
         "MARGIN_LOSSES",
+        "multi_margin_loss",
         "REGRESSION_LOSSES",
         "__version__",
+        "cross_entropy",
         "get_num_threads",
+        "js_div_with_logits",
+        "kl_div_with_logits",
+        "log_softmax",
+        "logsumexp",
+        "nll_loss",
         "set_num_threads",
+        "softmax",
+        "softmax_entropy",
+        "softmax_focal_loss",
         "threading_layer",
     ]
 )

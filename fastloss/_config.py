@@ -42,7 +42,7 @@ __all__ = [
 _CACHE = os.environ.get("FASTLOSS_CACHE", "1").lower() not in ("0", "false", "no", "off")
 
 #: Only ``contract`` (fused multiply-add): more accurate, no effect on NaN/inf semantics.
-_FASTMATH = frozenset({"contract"})
+_FASTMATH = {"contract"}
 
 _OPTIONS = dict(nogil=True, cache=_CACHE, fastmath=_FASTMATH, error_model="numpy")
 
@@ -120,8 +120,9 @@ def set_num_threads(n: int) -> None:
 
 # ------------------------------------------------------------------------- decorators
 def inline(fn):
-    """A helper compiled into its callers (vector math, per-row math)."""
-    return numba.njit(inline="always", **_OPTIONS)(fn)
+    """A helper called from kernels; LLVM inlines it (Numba IR-level inlining is avoided:
+    it trips Numba's SSA checks when a helper is inlined several times)."""
+    return numba.njit(**_OPTIONS)(fn)
 
 
 class Kernel:

@@ -248,7 +248,7 @@ def vtanh(x):
     return np.tanh(x)
 
 
-@overload(vexp, inline="always")
+@overload(vexp)
 def _ov_vexp(x):
     if x == types.float32:
         return lambda x: _exp32(x)
@@ -256,7 +256,7 @@ def _ov_vexp(x):
         return lambda x: _exp64(x)
 
 
-@overload(vlog, inline="always")
+@overload(vlog)
 def _ov_vlog(x):
     if x == types.float32:
         return lambda x: _log32(x)
@@ -264,7 +264,7 @@ def _ov_vlog(x):
         return lambda x: _log64(x)
 
 
-@overload(vlog1p, inline="always")
+@overload(vlog1p)
 def _ov_vlog1p(x):
     if isinstance(x, types.Float):
         one = x(1.0)
@@ -287,7 +287,7 @@ def vexpm1(x):
     return np.expm1(x)
 
 
-@overload(vexpm1, inline="always")
+@overload(vexpm1)
 def _ov_vexpm1(x):
     # exp(x) = 2**k * (1 + q(r)) with q(r) = r + r**2/2 + ...; expm1 = 2**k*q + (2**k - 1),
     # which keeps full relative accuracy for |x| < ln2/2 (k == 0).
@@ -344,7 +344,7 @@ def _ov_vexpm1(x):
         return impl
 
 
-@overload(vtanh, inline="always")
+@overload(vtanh)
 def _ov_vtanh(x):
     if isinstance(x, types.Float):
         one = x(1.0)
@@ -373,7 +373,7 @@ def key_to_float(k, like):
     return k
 
 
-@overload(max_key, inline="always")
+@overload(max_key)
 def _ov_max_key(x):
     if x == types.float64:
         mask = np.int64(0x7FFFFFFFFFFFFFFF)
@@ -393,7 +393,7 @@ def _ov_max_key(x):
         return impl
 
 
-@overload(key_to_float, inline="always")
+@overload(key_to_float)
 def _ov_key_to_float(k, like):
     if k == types.int64:
         mask = np.int64(0x7FFFFFFFFFFFFFFF)
@@ -407,7 +407,7 @@ def row_max(x, lo, hi):
     return np.max(x[lo:hi])
 
 
-@overload(row_max, inline="always")
+@overload(row_max)
 def _ov_row_max(x, lo, hi):
     """Max of x[lo:hi] (1-D view).  A positive NaN wins; a negative NaN may not,
     callers rely on the following exp pass to propagate NaN either way."""

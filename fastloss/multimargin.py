@@ -1,0 +1,175 @@
+"""Multi-class margin (hinge) loss: ``torch.nn.functional.multi_margin_loss``."""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+from ._config import BLOCK, pick
+from ._core import (
+    LossResult,
+    as_index_target,
+    as_input,
+    check_reduction,
+    finish,
+    prepare_out,
+    readonly,
+    register,
+)
+from ._kernels.multimargin import multi_margin
+
+__all__ = ["multi_margin_loss"]
+
+
+def _target_shape_ok(x_shape, t_shape) -> bool:
+    if len(x_shape) == 1:
+        return t_shape in ((), (1,))
+    n = x_shape[0]
+    return t_shape == (n,) or (n == 1 and t_shape == ())
+
+
+@register("margin")
+def multi_margin_loss(
+    input,
+    target,
+    weight=None,
+    *,
+    p=1,
+    margin=1.0,
+    reduction="mean",
+    grad=True,
+    out=None,
+) -> LossResult:
+    r"""Multi-class margin (hinge) loss and its gradient, as ``torch.nn.functional.multi_margin_loss``.
+
+    For a row ``x`` of ``C`` scores with target class ``y``:
+
+    .. math::
+
+        \ell(x, y) = \frac{1}{C} \sum_{j \ne y} w_y \, \max(0,\ m - x_y + x_j)^p
+
+    with ``m = margin`` and ``w = weight`` (all ones by default).  A term at the kink
+    (``m - x_y + x_j == 0`` exactly) or with a NaN score contributes nothing to the loss
+    or the gradient, as in PyTorch (``z > 0`` is false there).  ``m - x_y + x_j`` is
+    computed in the input dtype (``margin`` rounded to it), so kinks fall exactly where
+    PyTorch's do.
+
+    Args:
+        input: scores, shape ``(N, C)`` or ``(C,)``; float32 or float64.
+        target: class indices in ``[0, C)``, shape ``(N,)`` (or ``()`` for a ``(C,)``
+            input or when ``N == 1``); any integer dtype.
+        weight: optional per-class weights, shape ``(C,)`` (may be negative); cast to the
+            input dtype.
+        p: 1 (hinge) or 2 (squared hinge).
+        margin: the margin ``m`` (any real, including 0 and negative values).
+        reduction: ``"none"`` (per-sample losses, the target's shape), ``"sum"`` or
+            ``"mean"`` (the sum divided by ``N``, also when ``weight`` is given, exactly
+            as PyTorch).
+        grad: compute the gradient (``False``: loss only).
+        out: optional writeable C-contiguous array of the input's shape and dtype that
+            receives the gradient; may be ``input`` itself.
+
+    Returns:
+        LossResult ``(loss, grad)``: ``loss`` a scalar of the input dtype (``"sum"``,
+        ``"mean"``) or an array of the target's shape (``"none"``); ``grad`` the
+        gradient with respect to ``input`` (input's shape and dtype), or ``None``.
+        An empty batch gives ``"mean"`` nan and ``"sum"`` 0 (PyTorch leaves that value
+        uninitialised).
+
+    Raises:
+        TypeError: non-float input or non-integer target.
+        ValueError: ``p`` not 1 or 2, ``weight`` not 1-D of length ``C``, shapes that do
+            not match, unknown ``reduction``, bad ``out``.
+        IndexError: a target outside ``[0, C)``.
+
+    Examples:
+        >>> import numpy as np
+        >>> import fastloss as fl
+        >>> x = np.array([[0.1, 0.2, 0.4, 0.8]])
+        >>> loss, g = fl.multi_margin_loss(x, np.array([3]))
+        >>> print(round(float(loss), 4))
+        0.325
+        >>> print(g)
+        [[ 0.25  0.25  0.25 -0.75]]
+
+    See also:
+        ``hinge_loss``, ``squared_hinge_loss`` (binary margins).
+    """
+    check_reduction(reduction)
+    if isinstance(p, bool) or not isinstance(p, numbers.Real) or p not in (1, 2):
+        raise ValueError(f"only p == 1 and p == 2 supported, got p={p!r}")
+    if not isinstance(margin, numbers.Real):
+        raise TypeError(f"margin must be a real number, got {type(margin).__name__}")
+
+    x = as_input(input)
+    if x.ndim not in (1, 2) or x.shape[-1] == 0:
+        raise ValueError(
+            f"input must have shape (N, C) or (C,) with C >= 1, got shape {x.shape}"
+        )
+    t = as_index_target(target)
+    if not _target_shape_ok(x.shape, t.shape):
+        expected = "() or (1,)" if x.ndim == 1 else f"({x.shape[0]},)"
+        raise ValueError(
+            f"target shape {t.shape} does not match input shape {x.shape}: "
+            f"expected target shape {expected}"
+        )
+    c = x.shape[-1]
+    x2 = x.reshape(-1, c)
+    n = x2.shape[0]
+    t1 = t.reshape(n)
+    dt = x.dtype.type
+
+    with np.errstate(over="ignore"):  # float32 cast of a huge margin / weight -> inf
+        m = dt(margin)
+        if weight is None:
+            w = readonly(np.ones(c, dtype=x.dtype))
+        else:
+            wa = np.asarray(weight)
+            if wa.ndim != 1:
+                raise ValueError(
+                    f"weight must be one-dimensional of length C={c}, got shape {wa.shape}"
+                )
+            if wa.shape[0] != c:
+                raise ValueError(
+                    f"weight has shape {wa.shape}, expected ({c},) (one weight per class)"
+                )
+            if wa.dtype.kind not in "fiub":
+                raise TypeError(f"weight must be a real numeric array, got dtype {wa.dtype}")
+            w = readonly(np.ascontiguousarray(wa, dtype=x.dtype))
+
+    g = prepare_out(out, x, grad)
+    if out is not None and np.may_share_memory(g, x):
+        if g.__array_interface__["data"][0] == x.__array_interface__["data"][0]:
+            # out is input: rows are read before they are overwritten, but a bad target
+            # found mid-kernel would leave the input half overwritten, so check first.
+            if n and (int(t1.min()) < 0 or int(t1.max()) >= c):
+                _raise_bad_target(t1, c, np.flatnonzero((t1 < 0) | (t1 >= c))[0])
+        else:  # partial overlap: work from a copy
+            x2 = readonly(x2.copy())
+    g2 = g.reshape(n, c) if grad else g.reshape(0, 0)
+
+    gscale = dt(1.0 / (n * c)) if reduction == "mean" and n else dt(1.0 / c)
+    losses = np.empty(n, dtype=np.float64)
+    status = np.empty((n + BLOCK - 1) // BLOCK, dtype=np.int64)
+    pick(multi_margin, n * c)(x2, t1, w, m, p == 2, gscale, bool(grad), losses, g2, status)
+    if status.size:
+        bad = status[status >= 0]
+        if bad.size:
+            _raise_bad_target(t1, c, bad[0])
+
+    with np.errstate(over="ignore"):
+        if reduction == "none":
+            loss = losses.astype(x.dtype).reshape(t.shape)
+        elif reduction == "sum":
+            loss = dt(np.sum(losses))
+        else:
+            loss = dt(np.sum(losses) / n) if n else dt(np.nan)
+    return finish(loss, g, grad, out)
+
+
+def _raise_bad_target(t, c, row):
+    v = int(t[row])
+    raise IndexError(
+        f"Target {v} is out of bounds for {c} classes (valid range [0, {c}))"
+    )

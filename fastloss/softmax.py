@@ -1,0 +1,593 @@
+"""The softmax family: cross-entropy and friends, with their fused gradients.
+
+Class-indexed functions take ``axis`` (the class axis, default -1: classes last, the
+NumPy/JAX/Keras layout; PyTorch's ``(N, C, d1, ...)`` layout is ``axis=1``).  Losses are
+computed per distribution ("row"); ``reduction="none"`` returns the input's shape without
+the class axis.
+
+For ``axis`` other than the last one the rows are strided in memory; fastloss then
+gathers them into a contiguous copy, runs the same row kernel and scatters the gradient
+back (an extra copy of the input and of the gradient; classes-last avoids both).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ._config import pick
+from ._core import (
+    LossResult,
+    as_float_like,
+    as_index_target,
+    as_input,
+    check_reduction,
+    normalize_axis,
+    prepare_out,
+    readonly,
+    register,
+)
+from ._kernels import softmax as K
+
+__all__ = [
+    "cross_entropy",
+    "js_div_with_logits",
+    "kl_div_with_logits",
+    "log_softmax",
+    "logsumexp",
+    "nll_loss",
+    "softmax",
+    "softmax_entropy",
+    "softmax_focal_loss",
+]
+
+_NO_WEIGHT = readonly(np.empty(0, np.float64))
+_EMPTY_F64 = np.empty(0, np.float64)
+
+
+# ------------------------------------------------------------------------------ layout
+class _Rows:
+    """``x`` as a C-contiguous (R, C) array of rows along ``axis``, and the way back."""
+
+    __slots__ = ("x2", "axis", "shape", "moved", "batch_shape")
+
+    def __init__(self, x: np.ndarray, axis: int):
+        self.shape = x.shape
+        self.axis = axis
+        if x.ndim == 0:
+            raise ValueError("input must have at least one dimension (the class axis)")
+        self.moved = axis != x.ndim - 1
+        if self.moved:
+            xm = np.moveaxis(x, axis, -1)
+            self.batch_shape = xm.shape[:-1]
+            self.x2 = readonly(np.ascontiguousarray(xm).reshape(-1, x.shape[axis]))
+        else:
+            self.batch_shape = x.shape[:-1]
+            self.x2 = x.reshape(-1, x.shape[-1])
+
+    def rows_of(self, t: np.ndarray) -> np.ndarray:
+        """A same-shape companion array (probability targets, teacher logits) as rows."""
+        if self.moved:
+            return readonly(np.ascontiguousarray(np.moveaxis(t, self.axis, -1)).reshape(self.x2.shape))
+        return t.reshape(self.x2.shape)
+
+    def grad_buffer(self, out, x, grad: bool) -> tuple[np.ndarray, np.ndarray]:
+        """(g2 for the kernel, the array returned as grad)."""
+        g = prepare_out(out, x, grad)
+        if not grad:
+            return np.empty((0, 0), x.dtype), None
+        if self.moved:
+            return np.empty(self.x2.shape, x.dtype), g
+        return g.reshape(self.x2.shape), g
+
+    def scatter(self, g2: np.ndarray, g: np.ndarray) -> None:
+        if self.moved and g is not None:
+            np.copyto(np.moveaxis(g, self.axis, -1), g2.reshape(self.batch_shape + (self.shape[self.axis],)))
+
+
+def _weight(weight, C: int) -> np.ndarray:
+    if weight is None:
+        return _NO_WEIGHT
+    w = np.asarray(weight)
+    if w.dtype.kind not in "fiu":
+        raise TypeError(f"weight must be a real numeric array, got dtype {w.dtype}")
+    if w.shape != (C,):
+        raise ValueError(
+            f"weight should be defined either for all {C} classes or no classes "
+            f"but got weight of shape {w.shape}"
+        )
+    return readonly(np.ascontiguousarray(w, dtype=np.float64))
+
+
+def _index_target(target, rows: _Rows) -> np.ndarray:
+    y = as_index_target(target)
+    expected = tuple(s for k, s in enumerate(rows.shape) if k != rows.axis)
+    if y.shape != expected:
+        raise ValueError(
+            f"target shape {y.shape} does not match input shape {rows.shape} "
+            f"(expected target shape {expected} for class axis {rows.axis})"
+        )
+    return y.reshape(-1)
+
+
+def _check_index_status(status, bad, C):
+    if status == 1:
+        raise IndexError(
+            f"Target {bad} is out of bounds for {C} classes (valid range [0, {C}) or ignore_index)"
+        )
+
+
+def _float_option(name, value, lo=None, hi=None, lo_open=False, desc=None):
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a real number, got {value!r}") from None
+    ok = v == v
+    if lo is not None:
+        ok = ok and (v > lo if lo_open else v >= lo)
+    if hi is not None:
+        ok = ok and v <= hi
+    if not ok:
+        raise ValueError(f"{name} must be {desc}. Got: {value!r}")
+    return v
+
+
+# ------------------------------------------------------------------------ cross_entropy
+@register("classification")
+def cross_entropy(
+    input,
+    target,
+    weight=None,
+    *,
+    ignore_index: int = -100,
+    label_smoothing: float = 0.0,
+    axis: int = -1,
+    z_loss: float = 0.0,
+    softcap: float | None = None,
+    reduction: str = "mean",
+    grad: bool = True,
+    out=None,
+) -> LossResult:
+    r"""Softmax cross-entropy of logits and its gradient, in one fused pass.
+
+    .. math::
+        \ell_i = w_{y_i}\,(1-\varepsilon)\,(\mathrm{lse}(x_i) - x_{i,y_i})
+                 + \tfrac{\varepsilon}{C}\sum_c w_c\,(\mathrm{lse}(x_i) - x_{i,c})
+                 + z\,\mathrm{lse}(x_i)^2
+
+    Semantics of ``torch.nn.functional.cross_entropy`` (class-index or probability
+    targets, ``weight``, ``ignore_index``, ``label_smoothing``, ``"mean"`` divided by the
+    summed weight of the non-ignored targets), plus the PaLM z-loss and Gemma-2 logit
+    soft-capping.
+
+    Args:
+        input: logits, float32 or float64, with the classes along ``axis``.
+        target: integer class indices with ``input``'s shape minus the class axis, or
+            float class probabilities with ``input``'s shape.
+        weight: optional per-class weights, shape ``(C,)`` (may be negative or zero).
+        ignore_index: class-index targets equal to it contribute 0 loss and 0 gradient
+            and are left out of the ``"mean"`` denominator.  Must be negative with
+            probability targets.
+        label_smoothing: epsilon in [0, 1]; mixes the target with the uniform distribution.
+        axis: the class axis (default -1; PyTorch's layout is ``axis=1``).
+        z_loss: adds ``z_loss * logsumexp(x_i)**2`` per non-ignored sample.  The term is
+            not class-weighted; under ``"mean"`` it is divided by the number of
+            non-ignored samples (the convention of Liger-Kernel and cut-cross-entropy).
+        softcap: if given (> 0), logits are replaced by ``softcap * tanh(x / softcap)``
+            before the softmax; the gradient includes the tanh factor.
+        reduction: ``"none"`` | ``"sum"`` | ``"mean"``.
+        grad: compute the gradient (default True).
+        out: optional C-contiguous buffer of ``input``'s shape and dtype for the
+            gradient; may be ``input`` itself (the gradient then overwrites the logits).
+
+    Returns:
+        LossResult(loss, grad): ``loss`` a scalar of the input dtype (an array of the
+        input's shape minus the class axis for ``"none"``); ``grad`` d loss/d input.
+
+    Example:
+        >>> import numpy as np, fastloss as fl
+        >>> x = np.array([[2.0, 0.5, -1.0], [0.0, 0.0, 0.0]])
+        >>> loss, g = fl.cross_entropy(x, np.array([0, 2]))
+        >>> print(f"{loss:.6f}")
+        0.791953
+        >>> print(np.round(g.sum(axis=1), 12))
+        [0. 0.]
+
+    See also: :func:`nll_loss`, :func:`softmax_focal_loss`, :func:`log_softmax`.
+    """
+    x = as_input(input)
+    check_reduction(reduction)
+    eps = _float_option("label_smoothing", label_smoothing, 0.0, 1.0, desc="between 0.0 and 1.0")
+    zl = _float_option("z_loss", z_loss, 0.0, desc=">= 0")
+    cap = 0.0 if softcap is None else _float_option("softcap", softcap, 0.0, lo_open=True, desc="> 0 or None")
+    if x.ndim == 0:
+        raise ValueError("input must have at least one dimension (the class axis)")
+    ax = normalize_axis(axis, x.ndim)
+    rows = _Rows(x, ax)
+    C = x.shape[ax]
+    w = _weight(weight, C)
+    t_arr = target if isinstance(target, np.ndarray) else np.asarray(target)
+    prob = t_arr.dtype.kind == "f"
+    if prob:
+        if t_arr.shape != x.shape:
+            raise ValueError(
+                f"probability target shape {t_arr.shape} does not match input shape {x.shape}"
+            )
+        if int(ignore_index) >= 0:
+            raise ValueError(
+                "ignore_index is not supported for probability (floating point) targets; "
+                f"got ignore_index={ignore_index}"
+            )
+        t2 = rows.rows_of(as_float_like(t_arr, x))
+    else:
+        y = _index_target(t_arr, rows)
+    g2, g = rows.grad_buffer(out, x, grad)
+    R = rows.x2.shape[0]
+    rl = np.empty(R, np.float64)
+    rzl = np.empty(R, np.float64) if zl > 0.0 else _EMPTY_F64
+    k_args_work = R * C
+    if prob:
+        r = 1.0 / R if (reduction == "mean" and R) else 1.0
+        pick(K.ce_prob, k_args_work)(rows.x2, t2, w, eps, zl, cap, r, g2, rl, rzl)
+        denom = R
+        nv = R
+    else:
+        status, bad, denom, nv = pick(K.ce_index, k_args_work)(
+            rows.x2, y, w, int(ignore_index), eps, zl, cap, reduction == "mean", g2, rl, rzl
+        )
+        _check_index_status(status, bad, C)
+    rows.scatter(g2, g)
+    if reduction == "none":
+        if zl > 0.0:
+            rl += rzl
+        loss = rl.astype(x.dtype, copy=False).reshape(
+            tuple(s for k, s in enumerate(x.shape) if k != ax)
+        )
+    elif reduction == "sum":
+        loss = x.dtype.type(rl.sum() + (rzl.sum() if zl > 0.0 else 0.0))
+    else:
+        total = _mean_div(rl.sum(), denom) if R else np.nan
+        if zl > 0.0 and R:
+            total = total + _mean_div(rzl.sum(), nv)
+        loss = x.dtype.type(total)
+    return LossResult(loss, g)
+
+
+def _mean_div(total, denom):
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.float64(total) / np.float64(denom)
+
+
+# ------------------------------------------------------------------------------ nll_loss
+@register("classification")
+def nll_loss(
+    input,
+    target,
+    weight=None,
+    *,
+    ignore_index: int = -100,
+    axis: int = -1,
+    reduction: str = "mean",
+    grad: bool = True,
+    out=None,
+) -> LossResult:
+    r"""Negative log-likelihood of log-probabilities, ``torch.nn.functional.nll_loss``.
+
+    .. math:: \ell_i = -w_{y_i}\, x_{i, y_i}
+
+    Args:
+        input: log-probabilities, float32/float64, classes along ``axis``.
+        target: integer class indices, ``input``'s shape minus the class axis.
+        weight: optional per-class weights ``(C,)``.
+        ignore_index: targets equal to it give 0 loss and 0 gradient.
+        axis: the class axis (default -1; PyTorch's layout is ``axis=1``).
+        reduction: ``"none"`` | ``"sum"`` | ``"mean"`` (divided by the summed weight of
+            the non-ignored targets).
+        grad, out: see :func:`cross_entropy`.
+
+    Returns:
+        LossResult(loss, grad).
+
+    Example:
+        >>> import numpy as np, fastloss as fl
+        >>> logp = np.log(np.array([[0.7, 0.2, 0.1]]))
+        >>> print(f"{fl.nll_loss(logp, np.array([1])).loss:.6f}")
+        1.609438
+    """
+    x = as_input(input)
+    check_reduction(reduction)
+    if x.ndim == 0:
+        raise ValueError("input must have at least one dimension (the class axis)")
+    ax = normalize_axis(axis, x.ndim)
+    rows = _Rows(x, ax)
+    C = x.shape[ax]
+    w = _weight(weight, C)
+    y = _index_target(target, rows)
+    g2, g = rows.grad_buffer(out, x, grad)
+    R = rows.x2.shape[0]
+    rl = np.empty(R, np.float64)
+    status, bad, denom, _ = pick(K.nll, R)(rows.x2, y, w, int(ignore_index), reduction == "mean", g2, rl)
+    _check_index_status(status, bad, C)
+    rows.scatter(g2, g)
+    return LossResult(_finish(rl, reduction, denom, x, ax), g)
+
+
+def _finish(rl, reduction, denom, x, ax):
+    if reduction == "none":
+        return rl.astype(x.dtype, copy=False).reshape(tuple(s for k, s in enumerate(x.shape) if k != ax))
+    total = rl.sum()
+    if reduction == "sum":
+        return x.dtype.type(total)
+    if reduction == "batchmean":
+        denom = x.shape[0] if x.ndim > 1 or ax != 0 else 1
+    return x.dtype.type(_mean_div(total, denom) if rl.size else np.nan)
+
+
+# ---------------------------------------------------------------------- softmax focal
+@register("classification")
+def softmax_focal_loss(
+    input,
+    target,
+    weight=None,
+    *,
+    gamma: float = 2.0,
+    ignore_index: int = -100,
+    axis: int = -1,
+    reduction: str = "mean",
+    grad: bool = True,
+    out=None,
+) -> LossResult:
+    r"""Focal loss on softmax probabilities (Lin et al. 2017, multi-class form).
+
+    .. math:: \ell_i = -w_{y_i}\,(1 - p_{i,y_i})^\gamma \log p_{i,y_i},
+              \quad p_i = \mathrm{softmax}(x_i)
+
+    ``gamma=0`` is cross-entropy.  ``"mean"`` divides by the summed weight of the
+    non-ignored targets, as :func:`cross_entropy` does.  Ignored rows give 0 loss and a 0
+    gradient.
+
+    Args:
+        input: logits, classes along ``axis``.
+        target: integer class indices.
+        weight: optional per-class weights ``(C,)``.
+        gamma: focusing parameter, >= 0.
+        ignore_index, axis, reduction, grad, out: as :func:`cross_entropy`.
+
+    Returns:
+        LossResult(loss, grad).
+
+    Example:
+        >>> import numpy as np, fastloss as fl
+        >>> x = np.array([[2.0, 0.5, -1.0]])
+        >>> print(f"{fl.softmax_focal_loss(x, np.array([0])).loss:.6f}")
+        0.012757
+    """
+    x = as_input(input)
+    check_reduction(reduction)
+    gm = _float_option("gamma", gamma, 0.0, desc=">= 0")
+    if x.ndim == 0:
+        raise ValueError("input must have at least one dimension (the class axis)")
+    ax = normalize_axis(axis, x.ndim)
+    rows = _Rows(x, ax)
+    C = x.shape[ax]
+    w = _weight(weight, C)
+    y = _index_target(target, rows)
+    g2, g = rows.grad_buffer(out, x, grad)
+    R = rows.x2.shape[0]
+    rl = np.empty(R, np.float64)
+    status, bad, denom, _ = pick(K.focal, R * C)(rows.x2, y, w, int(ignore_index), gm, reduction == "mean", g2, rl)
+    _check_index_status(status, bad, C)
+    rows.scatter(g2, g)
+    return LossResult(_finish(rl, reduction, denom, x, ax), g)
+
+
+# ------------------------------------------------------------------ divergences, entropy
+def _pair(input, target, axis, reduction, grad, out):
+    x = as_input(input)
+    check_reduction(reduction, ("none", "sum", "mean", "batchmean"))
+    if x.ndim == 0:
+        raise ValueError("input must have at least one dimension (the class axis)")
+    t = as_float_like(target, x, shape=x.shape)
+    ax = normalize_axis(axis, x.ndim)
+    rows = _Rows(x, ax)
+    t2 = rows.rows_of(t)
+    g2, g = rows.grad_buffer(out, x, grad)
+    return x, ax, rows, t2, g2, g
+
+
+def _row_scale(reduction, x, ax, R):
+    if reduction == "mean":
+        return 1.0 / R if R else 1.0, R
+    if reduction == "batchmean":
+        n = x.shape[0] if x.ndim > 1 else 1
+        return (1.0 / n if n else 1.0), n
+    return 1.0, 1
+
+
+def _finish_rows(rl, reduction, denom, x, ax):
+    if reduction == "none":
+        return rl.astype(x.dtype, copy=False).reshape(tuple(s for k, s in enumerate(x.shape) if k != ax))
+    total = rl.sum()
+    if reduction == "sum":
+        return x.dtype.type(total)
+    return x.dtype.type(_mean_div(total, denom))
+
+
+@register("divergence", reductions=("none", "sum", "mean", "batchmean"))
+def kl_div_with_logits(
+    input,
+    target,
+    *,
+    temperature: float = 1.0,
+    axis: int = -1,
+    reduction: str = "batchmean",
+    grad: bool = True,
+    out=None,
+) -> LossResult:
+    r"""Distillation KL divergence from teacher logits to student logits.
+
+    .. math:: \ell_i = T^2\,\mathrm{KL}\big(\mathrm{softmax}(t_i/T)\,\|\,\mathrm{softmax}(s_i/T)\big)
+
+    Hinton et al.'s :math:`T^2` keeps gradient magnitudes independent of ``T``.
+    Classes where the teacher probability is 0 (``-inf`` teacher logits) contribute 0
+    (``0 log 0 = 0``).  Only the student (``input``) gets a gradient:
+    :math:`T\,(\mathrm{softmax}(s/T) - \mathrm{softmax}(t/T))` per row, scaled by the
+    reduction.
+
+    Args:
+        input: student logits ``s``, classes along ``axis``.
+        target: teacher logits ``t``, same shape.
+        temperature: T > 0.
+        axis: the class axis.
+        reduction: ``"batchmean"`` (default: sum / ``input.shape[0]``, PyTorch's
+            definition), ``"mean"`` (over rows), ``"sum"`` or ``"none"`` (per row).
+        grad, out: see :func:`cross_entropy`.
+
+    Example:
+        >>> import numpy as np, fastloss as fl
+        >>> s = np.array([[1.0, 2.0, 3.0]]); t = np.array([[3.0, 2.0, 1.0]])
+        >>> print(f"{fl.kl_div_with_logits(s, t).loss:.6f}")
+        1.446317
+    """
+    T = _float_option("temperature", temperature, 0.0, lo_open=True, desc="> 0")
+    x, ax, rows, t2, g2, g = _pair(input, target, axis, reduction, grad, out)
+    R = rows.x2.shape[0]
+    r, denom = _row_scale(reduction, x, ax, R)
+    rl = np.empty(R, np.float64)
+    pick(K.kl_logits, R * x.shape[ax])(rows.x2, t2, T, r, g2, rl)
+    rows.scatter(g2, g)
+    return LossResult(_finish_rows(rl, reduction, denom, x, ax), g)
+
+
+@register("divergence", reductions=("none", "sum", "mean", "batchmean"))
+def js_div_with_logits(
+    input,
+    target,
+    *,
+    temperature: float = 1.0,
+    axis: int = -1,
+    reduction: str = "batchmean",
+    grad: bool = True,
+    out=None,
+) -> LossResult:
+    r"""Jensen-Shannon divergence between the softmaxes of two sets of logits.
+
+    .. math:: \ell_i = \tfrac12\mathrm{KL}(P_i\|M_i) + \tfrac12\mathrm{KL}(Q_i\|M_i),\quad
+              P = \mathrm{softmax}(a/T),\ Q = \mathrm{softmax}(b/T),\ M = (P+Q)/2
+
+    Natural logarithm (bounded by log 2); no :math:`T^2` factor; ``0 log 0 = 0``.  The
+    gradient is taken with respect to ``input`` (``a``) only.
+
+    Args:
+        input: logits ``a``; target: logits ``b`` (same shape); temperature: T > 0;
+        axis, reduction (default ``"batchmean"``), grad, out: as :func:`kl_div_with_logits`.
+
+    Example:
+        >>> import numpy as np, fastloss as fl
+        >>> a = np.array([[1.0, 2.0, 3.0]]); b = np.array([[3.0, 2.0, 1.0]])
+        >>> print(f"{fl.js_div_with_logits(a, b).loss:.6f}")
+        0.220334
+    """
+    T = _float_option("temperature", temperature, 0.0, lo_open=True, desc="> 0")
+    x, ax, rows, t2, g2, g = _pair(input, target, axis, reduction, grad, out)
+    R = rows.x2.shape[0]
+    r, denom = _row_scale(reduction, x, ax, R)
+    rl = np.empty(R, np.float64)
+    pick(K.js_logits, R * x.shape[ax])(rows.x2, t2, T, r, g2, rl)
+    rows.scatter(g2, g)
+    return LossResult(_finish_rows(rl, reduction, denom, x, ax), g)
+
+
+@register("divergence")
+def softmax_entropy(
+    input, *, axis: int = -1, reduction: str = "mean", grad: bool = True, out=None
+) -> LossResult:
+    r"""Entropy of ``softmax(input)`` along ``axis``, and its gradient.
+
+    .. math:: H_i = -\sum_c p_{i,c}\log p_{i,c},\quad
+              \partial H_i/\partial x_{i,j} = -p_{i,j}\,(x_{i,j} - \textstyle\sum_c p_{i,c}x_{i,c})
+
+    ``0 log 0 = 0`` (``-inf`` logits contribute nothing).  ``"mean"`` averages over rows.
+
+    Example:
+        >>> import numpy as np, fastloss as fl
+        >>> print(f"{fl.softmax_entropy(np.zeros((1, 4))).loss:.6f}")
+        1.386294
+    """
+    x = as_input(input)
+    check_reduction(reduction)
+    if x.ndim == 0:
+        raise ValueError("input must have at least one dimension (the class axis)")
+    ax = normalize_axis(axis, x.ndim)
+    rows = _Rows(x, ax)
+    g2, g = rows.grad_buffer(out, x, grad)
+    R = rows.x2.shape[0]
+    r, denom = _row_scale(reduction, x, ax, R)
+    rl = np.empty(R, np.float64)
+    pick(K.entropy, R * x.shape[ax])(rows.x2, r, g2, rl)
+    rows.scatter(g2, g)
+    return LossResult(_finish_rows(rl, reduction, denom, x, ax), g)
+
+
+# --------------------------------------------------------------------------- utilities
+def _softmax_util(x, axis, mode):
+    x = as_input(x)
+    if x.ndim == 0:
+        x = x.reshape(1)
+        squeeze = True
+    else:
+        squeeze = False
+    ax = normalize_axis(axis, x.ndim)
+    rows = _Rows(x, ax)
+    R, C = rows.x2.shape
+    if mode == 2:
+        out = np.empty((R, 1), x.dtype)
+        if C == 0:
+            out.fill(-np.inf)
+        elif R:
+            pick(K.softmax_rows, R * C)(rows.x2, 2, out)
+        res = out.reshape(rows.batch_shape) if not rows.moved else out.reshape(
+            tuple(s for k, s in enumerate(x.shape) if k != ax)
+        )
+        return res[()] if res.ndim == 0 else res
+    out2 = np.empty(rows.x2.shape, x.dtype)
+    if R and C:
+        pick(K.softmax_rows, R * C)(rows.x2, mode, out2)
+    if rows.moved:
+        res = np.empty(x.shape, x.dtype)
+        rows.scatter(out2, res)
+    else:
+        res = out2.reshape(x.shape)
+    return res.reshape(()) if squeeze else res
+
+
+def softmax(x, axis: int = -1) -> np.ndarray:
+    """Softmax along ``axis`` (stable; an all ``-inf`` row gives NaN, as in PyTorch).
+
+    Example:
+        >>> import numpy as np, fastloss as fl
+        >>> fl.softmax(np.array([1000.0, 1000.0]))
+        array([0.5, 0.5])
+    """
+    return _softmax_util(x, axis, 0)
+
+
+def log_softmax(x, axis: int = -1) -> np.ndarray:
+    """Log-softmax along ``axis``: ``x - logsumexp(x)`` computed stably.
+
+    Example:
+        >>> import numpy as np, fastloss as fl
+        >>> fl.log_softmax(np.array([0.0, 0.0]))
+        array([-0.69314718, -0.69314718])
+    """
+    return _softmax_util(x, axis, 1)
+
+
+def logsumexp(x, axis: int = -1):
+    """``log(sum(exp(x)))`` along ``axis``; an empty or all ``-inf`` row gives ``-inf``.
+
+    Example:
+        >>> import numpy as np, fastloss as fl
+        >>> print(fl.logsumexp(np.array([1000.0, 1000.0])))
+        1000.6931471805599
+    """
+    return _softmax_util(x, axis, 2)
