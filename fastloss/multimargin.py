@@ -41,7 +41,7 @@ def multi_margin_loss(
     grad=True,
     out=None,
 ) -> LossResult:
-    r"""Multi-class margin (hinge) loss and its gradient, as ``torch.nn.functional.multi_margin_loss``.
+    r"""Multi-class margin (hinge) loss and its gradient, as ``F.multi_margin_loss``.
 
     For a row ``x`` of ``C`` scores with target class ``y``:
 
@@ -104,9 +104,7 @@ def multi_margin_loss(
 
     x = as_input(input)
     if x.ndim not in (1, 2) or x.shape[-1] == 0:
-        raise ValueError(
-            f"input must have shape (N, C) or (C,) with C >= 1, got shape {x.shape}"
-        )
+        raise ValueError(f"input must have shape (N, C) or (C,) with C >= 1, got shape {x.shape}")
     t = as_index_target(target)
     if not _target_shape_ok(x.shape, t.shape):
         expected = "() or (1,)" if x.ndim == 1 else f"({x.shape[0]},)"
@@ -158,7 +156,7 @@ def multi_margin_loss(
         if bad.size:
             _raise_bad_target(t1, c, bad[0])
 
-    with np.errstate(over="ignore"):
+    with np.errstate(over="ignore", invalid="ignore"):  # inf + -inf -> nan, as PyTorch
         if reduction == "none":
             loss = losses.astype(x.dtype).reshape(t.shape)
         elif reduction == "sum":
@@ -170,6 +168,4 @@ def multi_margin_loss(
 
 def _raise_bad_target(t, c, row):
     v = int(t[row])
-    raise IndexError(
-        f"Target {v} is out of bounds for {c} classes (valid range [0, {c}))"
-    )
+    raise IndexError(f"Target {v} is out of bounds for {c} classes (valid range [0, {c}))")

@@ -3,13 +3,20 @@
 Per row ``i`` with target ``y`` and ``z_j = (margin - x_y) + x_j`` (in the input dtype,
 as PyTorch computes it), the kernel writes
 
-* ``losses[i] = sum_{j != y, z_j > 0} w_y * z_j**p / C`` (terms in the input dtype,
-  accumulated in float64), and
-* ``g[i, j] = gscale * w_y`` (p == 1) or ``(2 * gscale) * z_j * w_y`` (p == 2) where
-  ``z_j > 0`` and ``j != y``, else 0; ``g[i, y] = -sum_j g[i, j]``.
+* ``losses[i] = sum_{j != y, z_j > 0} (z_j**p * w_y) / C`` (each term in the input
+  dtype, as PyTorch, accumulated in float64), and
+* ``g[i, j] = gscale * w_y`` (p == 1) or ``((2 * gscale) * z_j) * w_y`` (p == 2) where
+  ``z_j > 0`` and ``j != y``, else 0; ``g[i, y] = -sum_{j != y} g[i, j]``.
 
 ``z_j > 0`` is false at the kink (``z_j == 0``) and for NaN, so both contribute nothing,
-exactly as PyTorch's ``if (z > 0)``.  The inner loop uses selects only.
+exactly as PyTorch's ``if (z > 0)``.  Inner loops use selects, not branches.
+
+Two row strategies, chosen by ``C`` only (so never by the thread count):
+
+* ``C < WIDE``: one loop per row computing the terms and both float64 sums.
+* ``C >= WIDE``: a branch-free loop that vectorises (terms into a per-block scratch row,
+  gradient into ``g``), then both rows summed with eight float64 partial sums in a fixed
+  order; the row is still in cache for the second loop.
 
 ``x_y`` is read before the row's gradient is written and every ``x_j`` is read before
 ``g[i, j]`` is written, so ``g`` may be ``x`` itself.
@@ -25,9 +32,31 @@ from __future__ import annotations
 import numpy as np
 from numba import prange
 
-from .._config import BLOCK, kernel
+from .._config import BLOCK, inline, kernel
 
-__all__ = ["multi_margin"]
+__all__ = ["multi_margin", "WIDE"]
+
+#: Rows at least this long take the vectorised two-loop path.
+WIDE = 32
+
+
+@inline
+def _sum8(a, c):
+    """float64 sum of a[:c] in eight interleaved partial sums (fixed order)."""
+    c8 = c - c % 8
+    s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = 0.0
+    for j in range(0, c8, 8):
+        s0 += np.float64(a[j])
+        s1 += np.float64(a[j + 1])
+        s2 += np.float64(a[j + 2])
+        s3 += np.float64(a[j + 3])
+        s4 += np.float64(a[j + 4])
+        s5 += np.float64(a[j + 5])
+        s6 += np.float64(a[j + 6])
+        s7 += np.float64(a[j + 7])
+    for j in range(c8, c):
+        s0 += np.float64(a[j])
+    return ((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7))
 
 
 @kernel
@@ -35,11 +64,13 @@ def multi_margin(x, t, w, margin, p2, gscale, want_grad, losses, g, status):
     n, c = x.shape
     zero = x.dtype.type(0.0)
     two_g = gscale + gscale
+    wide = c >= WIDE
     nblocks = (n + BLOCK - 1) // BLOCK
     for b in prange(nblocks):
         lo = b * BLOCK
         hi = min(lo + BLOCK, n)
         bad = -1
+        hs = np.empty(c if wide else 0, dtype=x.dtype)
         for i in range(lo, hi):
             y = t[i]
             if y < 0 or y >= c:
@@ -49,28 +80,49 @@ def multi_margin(x, t, w, margin, p2, gscale, want_grad, losses, g, status):
                 continue
             xr = x[i]
             wy = w[y]
+            gw = gscale * wy
             base = margin - xr[y]  # read before the row's gradient is written
-            acc = 0.0
-            if want_grad:
-                gr = g[i]
-                gy = 0.0
-                gw = gscale * wy
-                for j in range(c):
-                    z = base + xr[j]
-                    on = (z > zero) & (j != y)
-                    h = (z * z if p2 else z) * wy
-                    d = (two_g * z) * wy if p2 else gw
-                    h = h if on else zero
-                    d = d if on else zero
-                    acc += np.float64(h)
-                    gy += np.float64(d)
-                    gr[j] = d
-                gr[y] = 0.0 - gy
+            if wide:
+                if want_grad:
+                    gr = g[i]
+                    for j in range(c):
+                        z = base + xr[j]
+                        on = z > zero
+                        h = (z * z if p2 else z) * wy
+                        d = (two_g * z) * wy if p2 else gw
+                        hs[j] = h if on else zero
+                        gr[j] = d if on else zero
+                    hs[y] = zero
+                    gr[y] = zero
+                    gr[y] = 0.0 - _sum8(gr, c)
+                else:
+                    for j in range(c):
+                        z = base + xr[j]
+                        h = (z * z if p2 else z) * wy
+                        hs[j] = h if z > zero else zero
+                    hs[y] = zero
+                losses[i] = _sum8(hs, c) / c
             else:
-                for j in range(c):
-                    z = base + xr[j]
-                    on = (z > zero) & (j != y)
-                    h = (z * z if p2 else z) * wy
-                    acc += np.float64(h if on else zero)
-            losses[i] = acc / c
+                acc = 0.0
+                if want_grad:
+                    gr = g[i]
+                    gy = 0.0
+                    for j in range(c):
+                        z = base + xr[j]
+                        on = (z > zero) & (j != y)
+                        h = (z * z if p2 else z) * wy
+                        d = (two_g * z) * wy if p2 else gw
+                        h = h if on else zero
+                        d = d if on else zero
+                        acc += np.float64(h)
+                        gy += np.float64(d)
+                        gr[j] = d
+                    gr[y] = 0.0 - gy
+                else:
+                    for j in range(c):
+                        z = base + xr[j]
+                        on = (z > zero) & (j != y)
+                        h = (z * z if p2 else z) * wy
+                        acc += np.float64(h if on else zero)
+                losses[i] = acc / c
         status[b] = bad
