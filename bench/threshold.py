@@ -1,0 +1,182 @@
+"""Measure where fastloss's parallel kernels start to beat the serial ones.
+
+    python bench/threshold.py                      # cross_entropy, several class counts
+    python bench/threshold.py --loss mse_loss      # an elementwise loss
+    python bench/threshold.py --classes 10,1000 --max-work 4194304 --threads 2
+
+``fastloss._config.PARALLEL_MIN_WORK`` (work = elements touched) decides which build
+``pick`` runs.  This script sets ``FASTLOSS_PARALLEL_MIN_WORK=0`` before importing
+fastloss, so every call is eligible for the parallel build, and switches between
+
+* serial:   ``fastloss.set_num_threads(1)`` -- ``pick`` then always runs the serial build;
+* parallel: ``fastloss.set_num_threads(T)`` -- with the threshold at 0, the parallel build.
+
+Both go through the public call with a preallocated ``out=`` buffer (so allocation does
+not blur the kernel difference), in interleaved rounds, medians.  The crossover for one
+row shape is the smallest work from which the parallel build is faster at every larger
+size measured; the suggested threshold is the largest crossover over the row shapes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+
+os.environ["FASTLOSS_PARALLEL_MIN_WORK"] = "0"  # before fastloss is imported
+
+import numba  # noqa: E402
+import numpy as np  # noqa: E402
+
+import fastloss  # noqa: E402
+from fastloss import _config  # noqa: E402
+
+
+def _per_call(fn, min_sample: float) -> float:
+    """Seconds per call over a loop lasting at least ``min_sample``."""
+    fn()
+    t0 = time.perf_counter()
+    fn()
+    one = max(time.perf_counter() - t0, 1e-7)
+    k = max(1, int(min_sample / one))
+    t0 = time.perf_counter()
+    for _ in range(k):
+        fn()
+    return (time.perf_counter() - t0) / k
+
+
+def _data(loss: str, work: int, classes: int | None, rng):
+    if classes is not None:
+        n = max(1, round(work / classes))
+        x = rng.standard_normal((n, classes), dtype=np.float32)
+        y = rng.integers(0, classes, size=n, dtype=np.int64)
+        return x, y
+    x = rng.standard_normal(work, dtype=np.float32)
+    if loss == "binary_cross_entropy_with_logits":
+        y = rng.random(work, dtype=np.float32)
+    else:
+        y = rng.standard_normal(work, dtype=np.float32)
+    return x, y
+
+
+def measure(loss, classes, works, threads, rounds, min_sample, log):
+    f = fastloss.LOSSES[loss].fn
+    rng = np.random.default_rng(0)
+    rows = []
+    for work in works:
+        x, y = _data(loss, work, classes, rng)
+        out = np.zeros_like(x)
+
+        def call(x=x, y=y, out=out):
+            f(x, y, out=out)
+
+        t = {"serial": [], "parallel": []}
+        for mode in t:  # warm both builds (compile / cache load) before timing
+            fastloss.set_num_threads(1 if mode == "serial" else threads)
+            call()
+        for r in range(rounds):
+            for mode in ("serial", "parallel") if r % 2 == 0 else ("parallel", "serial"):
+                fastloss.set_num_threads(1 if mode == "serial" else threads)
+                t[mode].append(_per_call(call, min_sample))
+        s, p = statistics.median(t["serial"]), statistics.median(t["parallel"])
+        rows.append({"work": x.size, "shape": x.shape, "serial": s, "parallel": p})
+        log(
+            f"  {str(x.shape):>18s} work {x.size:>10d}  serial {s * 1e6:10.2f} us  "
+            f"parallel {p * 1e6:10.2f} us  parallel/serial {p / s:5.2f}"
+        )
+    fastloss.set_num_threads(threads)
+    return rows
+
+
+def crossover(rows):
+    """Smallest work from which parallel wins at every larger measured size (None: never)."""
+    best = None
+    for row in reversed(rows):
+        if row["parallel"] < row["serial"]:
+            best = row["work"]
+        else:
+            break
+    return best
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--loss", default="cross_entropy")
+    p.add_argument(
+        "--classes",
+        default="10,100,1000,32000",
+        help="class counts (row lengths) for class-indexed losses",
+    )
+    p.add_argument("--min-work", type=int, default=1 << 8)
+    p.add_argument("--max-work", type=int, default=1 << 22)
+    p.add_argument("--threads", type=int, default=min(2, numba.config.NUMBA_NUM_THREADS))
+    p.add_argument("--rounds", type=int, default=7)
+    p.add_argument("--min-sample", type=float, default=0.005, help="seconds per sample")
+    args = p.parse_args(argv)
+
+    if args.loss not in fastloss.LOSSES:
+        sys.exit(f"fastloss.{args.loss} is not registered (have: {sorted(fastloss.LOSSES)})")
+    if _config.PARALLEL_MIN_WORK != 0:
+        sys.exit("FASTLOSS_PARALLEL_MIN_WORK=0 did not take effect; cannot force parallel")
+    if args.threads < 2:
+        sys.exit("need at least 2 threads to compare serial and parallel")
+
+    def log(msg):
+        print(msg, flush=True)
+
+    works = []
+    w = args.min_work
+    while w <= args.max_work:
+        works.append(w)
+        w *= 2
+    indexed = fastloss.LOSSES[args.loss].group in ("classification",) or args.loss in (
+        "nll_loss",
+        "multi_margin_loss",
+        "softmax_focal_loss",
+    )
+    shapes = [int(c) for c in args.classes.split(",")] if indexed else [None]
+
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    log(
+        f"fastloss {fastloss.__version__}, {args.loss}, threads {args.threads} "
+        f"({fastloss.threading_layer()}), current PARALLEL_MIN_WORK default in _config.py; "
+        f"load average {load:.2f}"
+    )
+    cross = {}
+    for c in shapes:
+        log(f"{args.loss}" + (f", {c} classes" if c else "") + ":")
+        rows = measure(
+            args.loss,
+            c,
+            [w for w in works if c is None or w >= c],
+            args.threads,
+            args.rounds,
+            args.min_sample,
+            log,
+        )
+        cross[c] = crossover(rows)
+        if rows and rows[-1]["parallel"] > 0.8 * rows[-1]["serial"]:
+            log(
+                "  note: little parallel gain even at the largest size -- is the parallel "
+                "build actually taken (pick(k, work))? is the machine busy?"
+            )
+        log(f"  crossover: {cross[c] if cross[c] is not None else 'none in range'}")
+
+    found = [v for v in cross.values() if v is not None]
+    log("")
+    log(
+        "crossover (work = elements) per row length: "
+        + ", ".join(f"{c if c else 'elementwise'}: {v}" for c, v in cross.items())
+    )
+    if found:
+        log(
+            f"suggested PARALLEL_MIN_WORK (largest crossover, powers of two measured): {max(found)}"
+        )
+    else:
+        log("no crossover found in the measured range")
+
+
+if __name__ == "__main__":
+    main()
