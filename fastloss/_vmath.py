@@ -18,9 +18,9 @@ from llvmlite import ir
 from numba import types
 from numba.extending import intrinsic, overload
 
-from ._config import inline
+from ._config import accumulator, inline
 
-__all__ = ["vexp", "vexpm1", "vlog", "vlog1p", "vtanh", "max_key", "key_to_float", "row_max"]
+__all__ = ["row_sum", "vexp", "vexpm1", "vlog", "vlog1p", "vtanh", "max_key", "key_to_float", "row_max"]
 
 
 # ------------------------------------------------------------------ bit reinterpretation
@@ -53,6 +53,27 @@ f64_bits = _bitcast(types.float64, types.int64, ir.IntType(64))
 bits_f64 = _bitcast(types.int64, types.float64, ir.DoubleType())
 f32_bits = _bitcast(types.float32, types.int32, ir.IntType(32))
 bits_f32 = _bitcast(types.int32, types.float32, ir.FloatType())
+
+
+@intrinsic
+def select(typingctx, cond, a, b):
+    """``a if cond else b`` as one LLVM ``select`` (branch-free, vectorises).  Inlined
+    helpers use it instead of conditional expressions, whose phi nodes trip Numba's SSA
+    check when a helper is inlined more than once into the same kernel."""
+    if not isinstance(cond, types.Boolean):
+        return None
+    ty = a if a == b else typingctx.unify_pairs(a, b)
+    if ty is None or not isinstance(ty, (types.Number, types.Boolean)):
+        return None
+    sig = ty(cond, a, b)
+
+    def codegen(context, builder, signature, args):
+        c = context.cast(builder, args[0], cond, types.boolean)
+        va = context.cast(builder, args[1], a, ty)
+        vb = context.cast(builder, args[2], b, ty)
+        return builder.select(c, va, vb)
+
+    return sig, codegen
 
 
 # --------------------------------------------------------------------------------- exp
@@ -90,12 +111,10 @@ _ROUND64 = 6755399441055744.0  # 1.5 * 2**52: adding and subtracting rounds to i
 
 @inline
 def _exp64(x):
-    if x > 709.8:  # comparisons are false for NaN, so NaN passes through
-        x = 709.8
-    if x < -745.2:
-        x = -745.2
-    kf = (x * _LOG2E + _ROUND64) - _ROUND64
-    r = (x - kf * _LN2_HI64) - kf * _LN2_LO64
+    # clamp (comparisons are false for NaN, so NaN passes through)
+    xc = select(x > 709.8, 709.8, select(x < -745.2, -745.2, x))
+    kf = (xc * _LOG2E + _ROUND64) - _ROUND64
+    r = (xc - kf * _LN2_HI64) - kf * _LN2_LO64
     # Taylor polynomial of degree 13 on |r| <= ln2/2: truncation < 2**-60.
     p = 1.0 / 6227020800.0
     p = p * r + 1.0 / 479001600.0
@@ -111,7 +130,7 @@ def _exp64(x):
     p = p * r + 0.5
     p = p * r + 1.0
     p = p * r + 1.0
-    s1, s2 = pow2_pair(kf if kf == kf else 0.0)
+    s1, s2 = pow2_pair(select(kf == kf, kf, 0.0))
     return p * s1 * s2
 
 
@@ -127,12 +146,9 @@ _C32 = tuple(np.float32(1.0 / f) for f in (5040.0, 720.0, 120.0, 24.0, 6.0, 2.0,
 
 @inline
 def _exp32(x):
-    if x > _X32_HI:
-        x = _X32_HI
-    if x < _X32_LO:
-        x = _X32_LO
-    kf = (x * _LOG2E32 + _ROUND32) - _ROUND32
-    r = (x - kf * _LN2_HI32) - kf * _LN2_LO32
+    xc = select(x > _X32_HI, _X32_HI, select(x < _X32_LO, _X32_LO, x))
+    kf = (xc * _LOG2E32 + _ROUND32) - _ROUND32
+    r = (xc - kf * _LN2_HI32) - kf * _LN2_LO32
     p = _C32[0]
     p = p * r + _C32[1]
     p = p * r + _C32[2]
@@ -141,7 +157,7 @@ def _exp32(x):
     p = p * r + _C32[5]
     p = p * r + _C32[6]
     p = p * r + _C32[7]
-    s1, s2 = pow2_pair(kf if kf == kf else _ZERO32)
+    s1, s2 = pow2_pair(select(kf == kf, kf, _ZERO32))
     return p * s1 * s2
 
 
@@ -166,9 +182,9 @@ _MANT64 = np.int64(0x000FFFFFFFFFFFFF)
 @inline
 def _log64(x):
     sub = x < _TINY64
-    xs = x * _TWO54 if sub else x
+    xs = select(sub, x * _TWO54, x)
     ix = f64_bits(xs) + _OFF64
-    k = (ix >> 52) - 1023 - (54 if sub else 0)
+    k = (ix >> 52) - select(sub, np.int64(1023 + 54), np.int64(1023))
     m = bits_f64((ix & _MANT64) + _MID64)
     f = m - 1.0
     hfsq = 0.5 * f * f
@@ -179,9 +195,9 @@ def _log64(x):
     t2 = z * (_LG1 + w * (_LG3 + w * (_LG5 + w * _LG7)))
     dk = np.float64(k)
     res = s * (hfsq + t1 + t2) + dk * _LN2_LO_L64 - hfsq + f + dk * _LN2_HI_L64
-    res = -np.inf if x == 0.0 else res
-    res = np.nan if x < 0.0 else res
-    res = x if not (x < np.inf) else res  # +inf -> inf, NaN -> NaN
+    res = select(x == 0.0, -np.inf, res)
+    res = select(x < 0.0, np.nan, res)
+    res = select(x < np.inf, res, x)  # +inf -> inf, NaN -> NaN
     return res
 
 
@@ -208,9 +224,9 @@ _INF32 = np.float32(np.inf)
 @inline
 def _log32(x):
     sub = x < _TINY32
-    xs = x * _TWO25 if sub else x
+    xs = select(sub, x * _TWO25, x)
     ix = f32_bits(xs) + _OFF32
-    k = (ix >> 23) - np.int32(127) - (np.int32(25) if sub else np.int32(0))
+    k = (ix >> 23) - select(sub, np.int32(127 + 25), np.int32(127))
     m = bits_f32((ix & _MANT32) + _MID32)
     f = m - _ONE32
     s = f / (_TWO32 + f)
@@ -221,9 +237,9 @@ def _log32(x):
     hfsq = _HALF32 * f * f
     dk = np.float32(k)
     res = s * (hfsq + t1 + t2) + dk * _LN2_LO_L32 - hfsq + f + dk * _LN2_HI_L32
-    res = _NINF32 if x == _ZERO32 else res
-    res = _NAN32 if x < _ZERO32 else res
-    res = x if not (x < _INF32) else res
+    res = select(x == _ZERO32, _NINF32, res)
+    res = select(x < _ZERO32, _NAN32, res)
+    res = select(x < _INF32, res, x)
     return res
 
 
@@ -248,7 +264,7 @@ def vtanh(x):
     return np.tanh(x)
 
 
-@overload(vexp)
+@overload(vexp, inline="always")
 def _ov_vexp(x):
     if x == types.float32:
         return lambda x: _exp32(x)
@@ -256,7 +272,7 @@ def _ov_vexp(x):
         return lambda x: _exp64(x)
 
 
-@overload(vlog)
+@overload(vlog, inline="always")
 def _ov_vlog(x):
     if x == types.float32:
         return lambda x: _log32(x)
@@ -264,7 +280,7 @@ def _ov_vlog(x):
         return lambda x: _log64(x)
 
 
-@overload(vlog1p)
+@overload(vlog1p, inline="always")
 def _ov_vlog1p(x):
     if isinstance(x, types.Float):
         one = x(1.0)
@@ -276,8 +292,8 @@ def _ov_vlog1p(x):
             d = u - one
             corr = (d - x) / u
             res = lu - corr
-            res = lu if corr != corr else res  # u == 0 (x == -1) or x == inf: log(u) is exact
-            return x if u == one else res  # tiny x: log1p(x) == x
+            res = select(corr != corr, lu, res)  # u == 0 (x == -1) or x == inf: log(u) exact
+            return select(u == one, x, res)  # tiny x: log1p(x) == x
 
         return impl
 
@@ -287,18 +303,14 @@ def vexpm1(x):
     return np.expm1(x)
 
 
-@overload(vexpm1)
+@overload(vexpm1, inline="always")
 def _ov_vexpm1(x):
     # exp(x) = 2**k * (1 + q(r)) with q(r) = r + r**2/2 + ...; expm1 = 2**k*q + (2**k - 1),
     # which keeps full relative accuracy for |x| < ln2/2 (k == 0).
     if x == types.float64:
 
         def impl(x):
-            y = x
-            if y > 709.8:
-                y = 709.8
-            if y < -40.0:
-                y = -40.0
+            y = select(x > 709.8, 709.8, select(x < -40.0, -40.0, x))
             kf = (y * _LOG2E + _ROUND64) - _ROUND64
             r = (y - kf * _LN2_HI64) - kf * _LN2_LO64
             q = 1.0 / 6227020800.0
@@ -314,20 +326,16 @@ def _ov_vexpm1(x):
             q = q * r + 1.0 / 6.0
             q = q * r + 0.5
             q = (q * r) * r + r
-            s1, s2 = pow2_pair(kf if kf == kf else 0.0)
+            s1, s2 = pow2_pair(select(kf == kf, kf, 0.0))
             res = (q * s1) * s2 + (s1 * s2 - 1.0)
-            return x if x != x else res
+            return select(x != x, x, res)
 
         return impl
     if x == types.float32:
         lo = np.float32(-20.0)
 
         def impl(x):
-            y = x
-            if y > _X32_HI:
-                y = _X32_HI
-            if y < lo:
-                y = lo
+            y = select(x > _X32_HI, _X32_HI, select(x < lo, lo, x))
             kf = (y * _LOG2E32 + _ROUND32) - _ROUND32
             r = (y - kf * _LN2_HI32) - kf * _LN2_LO32
             q = _C32[0]
@@ -337,14 +345,14 @@ def _ov_vexpm1(x):
             q = q * r + _C32[4]
             q = q * r + _C32[5]
             q = (q * r) * r + r
-            s1, s2 = pow2_pair(kf if kf == kf else _ZERO32)
+            s1, s2 = pow2_pair(select(kf == kf, kf, _ZERO32))
             res = (q * s1) * s2 + (s1 * s2 - _ONE32)
-            return x if x != x else res
+            return select(x != x, x, res)
 
         return impl
 
 
-@overload(vtanh)
+@overload(vtanh, inline="always")
 def _ov_vtanh(x):
     if isinstance(x, types.Float):
         one = x(1.0)
@@ -353,11 +361,11 @@ def _ov_vtanh(x):
 
         def impl(x):
             a = abs(x)
-            e = vexpm1(two * min(a, big))
+            e = vexpm1(two * select(a > big, big, a))
             r = e / (e + two)
-            r = one if a > big else r
-            r = r if a == a else a
-            return -r if x < 0 else r
+            r = select(a > big, one, r)
+            r = select(a == a, r, a)
+            return select(x < 0, -r, r)
 
         return impl
 
@@ -373,7 +381,7 @@ def key_to_float(k, like):
     return k
 
 
-@overload(max_key)
+@overload(max_key, inline="always")
 def _ov_max_key(x):
     if x == types.float64:
         mask = np.int64(0x7FFFFFFFFFFFFFFF)
@@ -393,13 +401,15 @@ def _ov_max_key(x):
         return impl
 
 
-@overload(key_to_float)
+@overload(key_to_float, inline="always")
 def _ov_key_to_float(k, like):
-    if k == types.int64:
+    # Dispatch on the float type: Numba widens int32 arithmetic, so k may be an int64
+    # holding an int32 key (bits_f32 truncates it back).
+    if like == types.float64:
         mask = np.int64(0x7FFFFFFFFFFFFFFF)
         return lambda k, like: bits_f64(k ^ ((k >> 63) & mask))
-    if k == types.int32:
-        mask32 = np.int32(0x7FFFFFFF)
+    if like == types.float32:
+        mask32 = np.int64(0x7FFFFFFF)
         return lambda k, like: bits_f32(k ^ ((k >> 31) & mask32))
 
 
@@ -407,7 +417,7 @@ def row_max(x, lo, hi):
     return np.max(x[lo:hi])
 
 
-@overload(row_max)
+@overload(row_max, inline="always")
 def _ov_row_max(x, lo, hi):
     """Max of x[lo:hi] (1-D view).  A positive NaN wins; a negative NaN may not,
     callers rely on the following exp pass to propagate NaN either way."""
@@ -423,3 +433,12 @@ def _ov_row_max(x, lo, hi):
         return key_to_float(m, x[0])
 
     return impl
+
+
+@accumulator
+def row_sum(a):
+    """Float64 sum of a 1-D array (vectorised; fixed order for a given length)."""
+    s = 0.0
+    for j in range(a.shape[0]):
+        s += a[j]
+    return s

@@ -11,8 +11,8 @@ Pass structure of a row (cross-entropy):
   A. max of the row (integer-key max, vectorised) and the values needed later that the
      gradient write would destroy when ``out`` is the input (the target logit, the
      label-smoothing sum);
-  B. e_j = exp(x_j - max) written into the gradient row (or a scratch row), summed in
-     16 float64 lanes (vectorised, fixed order);
+  B. e_j = exp(x_j - max) written into the gradient row (or a scratch row), then summed
+     in float64 by ``row_sum`` (vectorised, fixed order);
   C. g_j = e_j * a - b_j in place.
 No N x C temporary is created: scratch rows are per block of rows.
 
@@ -28,33 +28,15 @@ import numpy as np
 from numba import prange
 
 from .._config import inline, kernel
-from .._vmath import row_max, vexp, vlog, vtanh
+from .._vmath import row_max, row_sum, vexp, vlog, vtanh
 
 #: Rows per parallel block (scratch buffers are allocated once per block).
 ROWS_PER_BLOCK = 16
-LANES = 16
 
 
 @inline
 def _nblocks(R):
     return (R + ROWS_PER_BLOCK - 1) // ROWS_PER_BLOCK
-
-
-@inline
-def _lane_sum(a, n, acc):
-    """Sum of a[:n] in float64 over 16 lanes (vectorises without reassociation)."""
-    for l in range(LANES):
-        acc[l] = 0.0
-    nf = n - n % LANES
-    for j in range(0, nf, LANES):
-        for l in range(LANES):
-            acc[l] += a[j + l]
-    s = 0.0
-    for l in range(LANES):
-        s += acc[l]
-    for j in range(nf, n):
-        s += a[j]
-    return s
 
 
 @inline
@@ -119,7 +101,6 @@ def ce_index(x, y, w, ignore_index, eps, zl, cap, mean, g, rl, rzl):
     rz = 1.0 / nv if mean else 1.0
     ec = eps / C
     for b in prange(_nblocks(R)):
-        acc = np.empty(LANES, np.float64)
         scratch = np.empty(C, x.dtype)
         for i in range(b * ROWS_PER_BLOCK, min(R, (b + 1) * ROWS_PER_BLOCK)):
             xi = x[i]
@@ -140,10 +121,10 @@ def ce_index(x, y, w, ignore_index, eps, zl, cap, mean, g, rl, rzl):
                 if has_w:
                     for j in range(C):
                         scratch[j] = scratch[j] * w[j]
-                sw = _lane_sum(scratch, C, acc)
+                sw = row_sum(scratch)
             buf = g[i] if (want_g and cap == 0.0) else scratch
             _exp_shifted(xi, m, cap, buf, C)
-            s = _lane_sum(buf, C, acc)
+            s = row_sum(buf)
             ls = math.log(s)
             lse = float(m) + ls
             if ignored:
@@ -203,7 +184,6 @@ def ce_prob(x, tg, w, eps, zl, cap, r, g, rl, rzl):
     want_g = g.shape[0] > 0
     ec = eps / C
     for b in prange(_nblocks(R)):
-        acc = np.empty(LANES, np.float64)
         s1 = np.empty(C, np.float64)
         s2 = np.empty(C, x.dtype)
         for i in range(b * ROWS_PER_BLOCK, min(R, (b + 1) * ROWS_PER_BLOCK)):
@@ -213,7 +193,7 @@ def ce_prob(x, tg, w, eps, zl, cap, r, g, rl, rzl):
             # A: T = sum w t', TX = sum w t' (x' - m)  (before the gradient overwrites x)
             for j in range(C):
                 s1[j] = (ti[j] * (1.0 - eps) + ec) * (w[j] if has_w else 1.0)
-            T = _lane_sum(s1, C, acc)
+            T = row_sum(s1)
             if cap > 0.0:
                 for j in range(C):
                     s2[j] = xi.dtype.type(cap) * vtanh(xi[j] * xi.dtype.type(1.0 / cap)) - m
@@ -222,10 +202,10 @@ def ce_prob(x, tg, w, eps, zl, cap, r, g, rl, rzl):
             else:
                 for j in range(C):
                     s1[j] = s1[j] * (xi[j] - m)
-            TX = _lane_sum(s1, C, acc)
+            TX = row_sum(s1)
             buf = g[i] if (want_g and cap == 0.0) else s2
             _exp_shifted(xi, m, cap, buf, C)
-            s = _lane_sum(buf, C, acc)
+            s = row_sum(buf)
             ls = math.log(s)
             lse = float(m) + ls
             rl[i] = T * ls - TX
@@ -301,7 +281,6 @@ def focal(x, y, w, ignore_index, gamma, mean, g, rl):
         nv += 1
     r = 1.0 / tw if mean else 1.0
     for b in prange(_nblocks(R)):
-        acc = np.empty(LANES, np.float64)
         scratch = np.empty(C, x.dtype)
         for i in range(b * ROWS_PER_BLOCK, min(R, (b + 1) * ROWS_PER_BLOCK)):
             xi = x[i]
@@ -315,7 +294,7 @@ def focal(x, y, w, ignore_index, gamma, mean, g, rl):
             xt = float(xi[t])
             buf = g[i] if want_g else scratch
             _exp_shifted(xi, m, 0.0, buf, C)
-            s = _lane_sum(buf, C, acc)
+            s = row_sum(buf)
             lp = (xt - float(m)) - math.log(s)
             p = math.exp(lp)
             omp = -math.expm1(lp)
@@ -342,7 +321,6 @@ def kl_logits(xs, xt, temp, r, g, rl):
     want_g = g.shape[0] > 0
     it = 1.0 / temp
     for b in prange(_nblocks(R)):
-        acc = np.empty(LANES, np.float64)
         eb = np.empty(C, xs.dtype)
         d = np.empty(C, np.float64)
         ea_s = np.empty(C, xs.dtype)
@@ -354,15 +332,15 @@ def kl_logits(xs, xt, temp, r, g, rl):
             mb = si.dtype.type(float(row_max(ti, 0, C)) * it)
             for j in range(C):
                 eb[j] = vexp(ti[j] * ic - mb)
-            Sb = _lane_sum(eb, C, acc)
+            Sb = row_sum(eb)
             for j in range(C):
                 dj = (ti[j] * ic - mb) - (si[j] * ic - ma)
                 d[j] = eb[j] * dj if eb[j] > 0 else 0.0
-            D = _lane_sum(d, C, acc)
+            D = row_sum(d)
             ea = g[i] if want_g else ea_s
             for j in range(C):
                 ea[j] = vexp(si[j] * ic - ma)
-            Sa = _lane_sum(ea, C, acc)
+            Sa = row_sum(ea)
             rl[i] = temp * temp * (D / Sb - math.log(Sb) + math.log(Sa))
             if want_g:
                 gi = g[i]
@@ -380,7 +358,6 @@ def js_logits(xa, xb, temp, r, g, rl):
     want_g = g.shape[0] > 0
     it = 1.0 / temp
     for b in prange(_nblocks(R)):
-        acc = np.empty(LANES, np.float64)
         ea = np.empty(C, np.float64)
         eb = np.empty(C, np.float64)
         u = np.empty(C, np.float64)
@@ -392,10 +369,10 @@ def js_logits(xa, xb, temp, r, g, rl):
             mb = float(row_max(bi, 0, C)) * it
             for j in range(C):
                 ea[j] = vexp(ai[j] * it - ma)
-            Sa = _lane_sum(ea, C, acc)
+            Sa = row_sum(ea)
             for j in range(C):
                 eb[j] = vexp(bi[j] * it - mb)
-            Sb = _lane_sum(eb, C, acc)
+            Sb = row_sum(eb)
             la = math.log(Sa)
             lb = math.log(Sb)
             ia = 1.0 / Sa
@@ -408,8 +385,8 @@ def js_logits(xa, xb, temp, r, g, rl):
                 lq = (bi[j] * it - mb) - lb
                 u[j] = p * (lp - lm) if p > 0 else 0.0
                 v[j] = q * (lq - lm) if q > 0 else 0.0
-            kp = _lane_sum(u, C, acc)
-            kq = _lane_sum(v, C, acc)
+            kp = row_sum(u)
+            kq = row_sum(v)
             rl[i] = 0.5 * (kp + kq)
             if want_g:
                 gi = g[i]
@@ -425,7 +402,6 @@ def entropy(x, r, g, rl):
     R, C = x.shape
     want_g = g.shape[0] > 0
     for b in prange(_nblocks(R)):
-        acc = np.empty(LANES, np.float64)
         e = np.empty(C, x.dtype)
         d = np.empty(C, np.float64)
         for i in range(b * ROWS_PER_BLOCK, min(R, (b + 1) * ROWS_PER_BLOCK)):
@@ -433,10 +409,10 @@ def entropy(x, r, g, rl):
             m = row_max(xi, 0, C)
             for j in range(C):
                 e[j] = vexp(xi[j] - m)
-            S = _lane_sum(e, C, acc)
+            S = row_sum(e)
             for j in range(C):
                 d[j] = e[j] * (xi[j] - m) if e[j] > 0 else 0.0
-            mu = _lane_sum(d, C, acc) / S  # sum p (x - m)
+            mu = row_sum(d) / S  # sum p (x - m)
             rl[i] = math.log(S) - mu
             if want_g:
                 gi = g[i]
@@ -453,14 +429,13 @@ def softmax_rows(x, mode, out):
     """mode 0: softmax into out (R, C); 1: log_softmax into out; 2: logsumexp into out (R,)."""
     R, C = x.shape
     for b in prange(_nblocks(R)):
-        acc = np.empty(LANES, np.float64)
         e = np.empty(C, x.dtype)
         for i in range(b * ROWS_PER_BLOCK, min(R, (b + 1) * ROWS_PER_BLOCK)):
             xi = x[i]
             m = row_max(xi, 0, C)
             for j in range(C):
                 e[j] = vexp(xi[j] - m)
-            s = _lane_sum(e, C, acc)
+            s = row_sum(e)
             if mode == 0:
                 oi = out[i]
                 f = oi.dtype.type(1.0 / s)
