@@ -130,6 +130,20 @@ class CpuMonitor:
             self.foreign_cores = max(0.0, (busy - own) / wall) if wall > 0 else None
 
 
+def wait_quiet(timeout: float, log, window: float = 3.0, limit: float = 0.2) -> float | None:
+    """Wait (up to ``timeout`` s) for a ``window`` during which other processes use less than
+    ``limit`` cores.  Returns the last window's foreign use."""
+    t_end = time.perf_counter() + timeout
+    last = None
+    while True:
+        with CpuMonitor() as mon:
+            time.sleep(window)
+        last = mon.foreign_cores
+        if last is None or last < limit or time.perf_counter() >= t_end:
+            return last
+        log(f"waiting for a quiet machine: other processes use {last:.2f} cores")
+
+
 # ---------------------------------------------------------------------------- timing
 def _time_once(fn) -> float:
     t0 = time.perf_counter()
@@ -327,8 +341,13 @@ def machine_info() -> dict:
 
 
 def git_rev() -> str:
+    """The benchmarked fastloss's commit (``+dirty`` if its sources differ from it).
+
+    ``FASTLOSS_GIT_REV`` overrides, for a snapshot outside git (``git archive``)."""
+    if os.environ.get("FASTLOSS_GIT_REV"):
+        return os.environ["FASTLOSS_GIT_REV"]
     try:
-        root = HERE.parent
+        root = pathlib.Path(fastloss.__file__).resolve().parent.parent
         rev = subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True
         ).stdout.strip()
@@ -545,10 +564,16 @@ def main(argv=None):
         default=None,
         help="only cases whose id contains this string (e.g. 32x10)",
     )
+    p.add_argument(
+        "--wait-quiet",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="first wait up to SECONDS for other processes to leave the CPUs idle",
+    )
     args = p.parse_args(argv)
 
     t_start = time.perf_counter()
-    load0 = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     outdir = pathlib.Path(args.out)
     outdir.mkdir(parents=True, exist_ok=True)
 
@@ -575,6 +600,10 @@ def main(argv=None):
         f"fastloss {fastloss.__version__}: {threads} threads ({layer}), torch {args.threads} "
         f"threads; registered: {sorted(fastloss.LOSSES)}"
     )
+    if args.wait_quiet > 0:
+        q = wait_quiet(args.wait_quiet, log)
+        log(f"starting; other processes use {q:.2f} cores" if q is not None else "starting")
+    load0 = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     bw = Bandwidth(bw_mib, threads)
     bw.measure(5)
     log(f"copy bandwidth: {bw.median / 1e9:.1f} GB/s")
@@ -613,6 +642,7 @@ def main(argv=None):
             "torch": torch.__version__,
             "fastloss": fastloss.__version__,
             "fastloss_git": git_rev(),
+            "fastloss_path": str(pathlib.Path(fastloss.__file__).parent),
         },
         "bandwidth": {
             "threads": threads,

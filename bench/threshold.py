@@ -29,6 +29,7 @@ os.environ["FASTLOSS_PARALLEL_MIN_WORK"] = "0"  # before fastloss is imported
 
 import numba  # noqa: E402
 import numpy as np  # noqa: E402
+from report import CpuMonitor, wait_quiet  # noqa: E402  (bench/report.py)
 
 import fastloss  # noqa: E402
 from fastloss import _config  # noqa: E402
@@ -76,15 +77,18 @@ def measure(loss, classes, works, threads, rounds, min_sample, log):
         for mode in t:  # warm both builds (compile / cache load) before timing
             fastloss.set_num_threads(1 if mode == "serial" else threads)
             call()
-        for r in range(rounds):
-            for mode in ("serial", "parallel") if r % 2 == 0 else ("parallel", "serial"):
-                fastloss.set_num_threads(1 if mode == "serial" else threads)
-                t[mode].append(_per_call(call, min_sample))
+        with CpuMonitor() as mon:
+            for r in range(rounds):
+                for mode in ("serial", "parallel") if r % 2 == 0 else ("parallel", "serial"):
+                    fastloss.set_num_threads(1 if mode == "serial" else threads)
+                    t[mode].append(_per_call(call, min_sample))
         s, p = statistics.median(t["serial"]), statistics.median(t["parallel"])
-        rows.append({"work": x.size, "shape": x.shape, "serial": s, "parallel": p})
+        fc = mon.foreign_cores
+        rows.append({"work": x.size, "shape": x.shape, "serial": s, "parallel": p, "other": fc})
         log(
             f"  {str(x.shape):>18s} work {x.size:>10d}  serial {s * 1e6:10.2f} us  "
             f"parallel {p * 1e6:10.2f} us  parallel/serial {p / s:5.2f}"
+            + (f"  (other processes: {fc:.2f} cores)" if fc is not None and fc > 0.25 else "")
         )
     fastloss.set_num_threads(threads)
     return rows
@@ -114,6 +118,13 @@ def main(argv=None):
     p.add_argument("--threads", type=int, default=min(2, numba.config.NUMBA_NUM_THREADS))
     p.add_argument("--rounds", type=int, default=7)
     p.add_argument("--min-sample", type=float, default=0.005, help="seconds per sample")
+    p.add_argument(
+        "--wait-quiet",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="first wait up to SECONDS for other processes to leave the CPUs idle",
+    )
     args = p.parse_args(argv)
 
     if args.loss not in fastloss.LOSSES:
@@ -138,6 +149,8 @@ def main(argv=None):
     )
     shapes = [int(c) for c in args.classes.split(",")] if indexed else [None]
 
+    if args.wait_quiet > 0:
+        wait_quiet(args.wait_quiet, log)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     log(
         f"fastloss {fastloss.__version__}, {args.loss}, threads {args.threads} "
