@@ -26,6 +26,7 @@ from .softmax import (
 # --- elementwise families (fastloss/pointwise.py): added by the pointwise work
 from .multimargin import multi_margin_loss
 
+from ._warmup import warmup  # noqa: E402  (after every loss is registered)
 
 try:
     __version__ = _version("fastloss")
@@ -69,5 +70,6 @@ __all__ = sorted(
         "softmax_entropy",
         "softmax_focal_loss",
         "threading_layer",
+        "warmup",
     ]
 )

@@ -33,6 +33,7 @@ from numba.core import caching as _caching
 __all__ = [
     "PARALLEL_MIN_WORK",
     "accumulator",
+    "rowfn",
     "BLOCK",
     "get_num_threads",
     "inline",
@@ -190,6 +191,13 @@ def inline(fn):
 _SUM_OPTIONS = dict(nogil=True, cache=_CACHE, fastmath={"reassoc", "contract"}, error_model="numpy")
 
 
+def rowfn(fn):
+    """A per-row helper (loops over one row; element helpers are inlined into it).
+    Compiled once per signature and *called* from kernels, so the vector math is not
+    duplicated into every kernel (compile time) and Numba's SSA checks stay quiet."""
+    return _njit(fn, **_OPTIONS)
+
+
 def accumulator(fn):
     """A summation helper (not inlined: its ``reassoc`` flag must stay inside it)."""
     return _njit(fn, **_SUM_OPTIONS)
@@ -221,9 +229,23 @@ def kernel(fn) -> Kernel:
     return Kernel(fn)
 
 
+_local = threading.local()
+
+
+class force_parallel:
+    """Context manager: this thread's calls take the parallel build whatever their size
+    (``fastloss.warmup`` uses it to compile both builds on tiny inputs)."""
+
+    def __enter__(self):
+        _local.force = True
+
+    def __exit__(self, *exc):
+        _local.force = False
+
+
 def pick(k: Kernel, work: int):
     """The build to run for ``work`` elements from the calling thread."""
-    if work < PARALLEL_MIN_WORK or _num_threads == 1:
+    if (work < PARALLEL_MIN_WORK and not getattr(_local, "force", False)) or _num_threads == 1:
         return k.serial
     if threading.current_thread() is not _main_thread and threading_layer() == "workqueue":
         return k.serial

@@ -46,17 +46,38 @@ class LossInfo(NamedTuple):
     fn: Callable
     group: str
     reductions: tuple
+    example: Callable | None = None
+    """``example(dtype) -> (args, kwargs)``: a tiny valid call, used by ``fastloss.warmup``."""
 
 
 #: name -> LossInfo for every public loss; tests and benchmarks parametrise over it.
 LOSSES: dict[str, LossInfo] = {}
 
 
-def register(group: str, reductions=("none", "sum", "mean")):
-    """Enter a public loss in :data:`LOSSES` under ``group``."""
+def _default_example(group):
+    def example(dtype):
+        rng = np.random.default_rng(0)
+        x = rng.standard_normal((3, 4)).astype(dtype)
+        if group == "classification":
+            return (x, np.array([0, 3, 1])), {}
+        if group == "margin":
+            return (x, np.where(rng.random((3, 4)) < 0.5, -1.0, 1.0).astype(dtype)), {}
+        if group == "binary":
+            return (x, rng.random((3, 4)).astype(dtype)), {}
+        if group == "count":
+            return (x, rng.poisson(2.0, (3, 4)).astype(dtype)), {}
+        return (x, rng.standard_normal((3, 4)).astype(dtype)), {}
+
+    return example
+
+
+def register(group: str, reductions=("none", "sum", "mean"), example=None):
+    """Enter a public loss in :data:`LOSSES` under ``group``.  ``example(dtype)`` returns
+    ``(args, kwargs)`` of a tiny valid call (default: by group) for ``fastloss.warmup``."""
 
     def deco(fn):
-        LOSSES[fn.__name__] = LossInfo(fn.__name__, fn, group, tuple(reductions))
+        ex = example or _default_example(group)
+        LOSSES[fn.__name__] = LossInfo(fn.__name__, fn, group, tuple(reductions), ex)
         fn.__module__ = "fastloss"
         return fn
 

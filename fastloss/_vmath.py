@@ -18,7 +18,7 @@ from llvmlite import ir
 from numba import types
 from numba.extending import intrinsic, overload
 
-from ._config import accumulator, inline
+from ._config import accumulator, inline, rowfn
 
 __all__ = ["row_sum", "vexp", "vexpm1", "vlog", "vlog1p", "vtanh", "max_key", "key_to_float", "row_max"]
 
@@ -413,26 +413,26 @@ def _ov_key_to_float(k, like):
         return lambda k, like: bits_f32(k ^ ((k >> 31) & mask32))
 
 
-def row_max(x, lo, hi):
-    return np.max(x[lo:hi])
+@rowfn
+def row_max(x):
+    """Max of a 1-D array by integer keys (vectorised).  A positive NaN wins; a negative
+    NaN may not -- callers rely on the following exp pass to propagate NaN either way.
+    An empty row gives NaN."""
+    m = _key_start(x[:1])
+    for j in range(x.shape[0]):
+        m = max(m, max_key(x[j]))
+    return key_to_float(m, x.dtype.type(0))
 
 
-@overload(row_max, inline="always")
-def _ov_row_max(x, lo, hi):
-    """Max of x[lo:hi] (1-D view).  A positive NaN wins; a negative NaN may not,
-    callers rely on the following exp pass to propagate NaN either way."""
+def _key_start(x):
+    return np.int64(0)
+
+
+@overload(_key_start, inline="always")
+def _ov_key_start(x):
     if x.dtype == types.float64:
-        start = np.int64(-0x7FFFFFFFFFFFFFFF - 1)
-    else:
-        start = np.int32(-0x7FFFFFFF - 1)
-
-    def impl(x, lo, hi):
-        m = start
-        for j in range(lo, hi):
-            m = max(m, max_key(x[j]))
-        return key_to_float(m, x[0])
-
-    return impl
+        return lambda x: np.int64(-0x7FFFFFFFFFFFFFFF - 1)
+    return lambda x: np.int64(-0x7FFFFFFF - 1)
 
 
 @accumulator

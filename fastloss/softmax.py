@@ -412,7 +412,12 @@ def _finish_rows(rl, reduction, denom, x, ax):
     return x.dtype.type(_mean_div(total, denom))
 
 
-@register("divergence", reductions=("none", "sum", "mean", "batchmean"))
+def _logits_pair_example(dtype):
+    x = np.arange(6, dtype=dtype).reshape(2, 3)
+    return (x, x[::-1].copy()), {}
+
+
+@register("divergence", reductions=("none", "sum", "mean", "batchmean"), example=_logits_pair_example)
 def kl_div_with_logits(
     input,
     target,
@@ -458,7 +463,7 @@ def kl_div_with_logits(
     return LossResult(_finish_rows(rl, reduction, denom, x, ax), g)
 
 
-@register("divergence", reductions=("none", "sum", "mean", "batchmean"))
+@register("divergence", reductions=("none", "sum", "mean", "batchmean"), example=_logits_pair_example)
 def js_div_with_logits(
     input,
     target,
@@ -497,7 +502,11 @@ def js_div_with_logits(
     return LossResult(_finish_rows(rl, reduction, denom, x, ax), g)
 
 
-@register("divergence")
+def _entropy_example(dtype):
+    return (np.zeros((2, 3), dtype),), {}
+
+
+@register("divergence", example=_entropy_example)
 def softmax_entropy(
     input, *, axis: int = -1, reduction: str = "mean", grad: bool = True, out=None
 ) -> LossResult:

@@ -27,8 +27,8 @@ import math
 import numpy as np
 from numba import prange
 
-from .._config import inline, kernel
-from .._vmath import row_max, row_sum, vexp, vlog, vtanh
+from .._config import inline, kernel, rowfn
+from .._vmath import row_max, row_sum, select, vexp, vlog, vtanh
 
 #: Rows per parallel block (scratch buffers are allocated once per block).
 ROWS_PER_BLOCK = 16
@@ -39,17 +39,85 @@ def _nblocks(R):
     return (R + ROWS_PER_BLOCK - 1) // ROWS_PER_BLOCK
 
 
-@inline
-def _exp_shifted(xi, m, cap, buf, C):
-    """buf[j] = exp(x'_j - m) with x' = cap*tanh(x/cap) when cap > 0 (m already capped)."""
-    if cap > 0.0:
-        c = xi.dtype.type(cap)
-        ic = xi.dtype.type(1.0 / cap)
-        for j in range(C):
-            buf[j] = vexp(c * vtanh(xi[j] * ic) - m)
-    else:
-        for j in range(C):
-            buf[j] = vexp(xi[j] - m)
+# Row helpers: each loops over one row with the vector math inlined, and is *called*
+# from the kernels (compiled once per dtype, not once per kernel).
+@rowfn
+def _exp_shifted(xi, m, buf):
+    """buf[j] = exp(x_j - m)."""
+    for j in range(xi.shape[0]):
+        buf[j] = vexp(xi[j] - m)
+
+
+@rowfn
+def _cap_shifted(xi, cap, m, buf):
+    """buf[j] = cap*tanh(x_j/cap) - m."""
+    c = xi.dtype.type(cap)
+    ic = xi.dtype.type(1.0 / cap)
+    for j in range(xi.shape[0]):
+        buf[j] = c * vtanh(xi[j] * ic) - m
+
+
+@rowfn
+def _exp_inplace(buf):
+    for j in range(buf.shape[0]):
+        buf[j] = vexp(buf[j])
+
+
+@rowfn
+def _shifted(xi, m, buf):
+    """buf[j] = x_j - m."""
+    for j in range(xi.shape[0]):
+        buf[j] = xi[j] - m
+
+
+@rowfn
+def _mul_inplace(buf, w):
+    for j in range(buf.shape[0]):
+        buf[j] = buf[j] * w[j]
+
+
+@rowfn
+def _scale(gi, a):
+    """gi *= a."""
+    ad = gi.dtype.type(a)
+    for j in range(gi.shape[0]):
+        gi[j] = gi[j] * ad
+
+
+@rowfn
+def _scale_sub(gi, a, b):
+    """gi = gi*a - b."""
+    ad = gi.dtype.type(a)
+    bd = gi.dtype.type(b)
+    for j in range(gi.shape[0]):
+        gi[j] = gi[j] * ad - bd
+
+
+@rowfn
+def _scale_sub_w(gi, e, a, b, w):
+    """gi = e*a - b*w (e may be gi itself)."""
+    ad = gi.dtype.type(a)
+    for j in range(gi.shape[0]):
+        gi[j] = e[j] * ad - gi.dtype.type(b * w[j])
+
+
+@rowfn
+def _capped_grad(gi, e, xi, cap, a, b, w, has_w):
+    """gi = (e*a - b*w) * (1 - tanh(x/cap)^2)."""
+    ad = gi.dtype.type(a)
+    ic = xi.dtype.type(1.0 / cap)
+    one = gi.dtype.type(1.0)
+    for j in range(gi.shape[0]):
+        th = vtanh(xi[j] * ic)
+        bw = gi.dtype.type(b * w[j]) if has_w else gi.dtype.type(b)
+        gi[j] = (e[j] * ad - bw) * (one - th * th)
+
+
+@rowfn
+def _fill(row, value):
+    v = row.dtype.type(value)
+    for j in range(row.shape[0]):
+        row[j] = v
 
 
 @inline
@@ -66,24 +134,15 @@ def _dcap(v, cap):
     return 1.0
 
 
-@inline
-def _fill(row, value, C):
-    for j in range(C):
-        row[j] = value
-
-
 # ----------------------------------------------------------------- cross-entropy (index)
-@kernel
-def ce_index(x, y, w, ignore_index, eps, zl, cap, mean, g, rl, rzl):
-    """Class-index cross-entropy with weights, ignore_index, label smoothing, z-loss and
-    softcap.  Returns (status, bad_target, total_weight, n_valid)."""
-    R, C = x.shape
+@inline
+def _targets(y, w, ignore_index, C):
+    """Validate targets and sum the "mean" denominators, in a fixed order.
+    Returns (status, bad, total_weight, n_valid)."""
     has_w = w.shape[0] > 0
-    want_g = g.shape[0] > 0
-    # Pre-pass over the targets: validate, and the "mean" denominators (fixed order).
     tw = 0.0
     nv = 0
-    for i in range(R):
+    for i in range(y.shape[0]):
         t = y[i]
         if t == ignore_index:
             continue
@@ -91,12 +150,20 @@ def ce_index(x, y, w, ignore_index, eps, zl, cap, mean, g, rl, rzl):
             return 1, t, 0.0, 0
         tw += w[t] if has_w else 1.0
         nv += 1
-    W = 0.0
-    if has_w:
-        for c in range(C):
-            W += w[c]
-    else:
-        W = float(C)
+    return 0, 0, tw, nv
+
+
+@kernel
+def ce_index(x, y, w, ignore_index, eps, zl, cap, mean, g, rl, rzl):
+    """Class-index cross-entropy with weights, ignore_index, label smoothing, z-loss and
+    softcap.  Returns (status, bad_target, total_weight, n_valid)."""
+    R, C = x.shape
+    has_w = w.shape[0] > 0
+    want_g = g.shape[0] > 0
+    status, bad, tw, nv = _targets(y, w, ignore_index, C)
+    if status != 0:
+        return status, bad, tw, nv
+    W = row_sum(w) if has_w else float(C)
     r = 1.0 / tw if mean else 1.0
     rz = 1.0 / nv if mean else 1.0
     ec = eps / C
@@ -106,24 +173,25 @@ def ce_index(x, y, w, ignore_index, eps, zl, cap, mean, g, rl, rzl):
             xi = x[i]
             t = y[i]
             ignored = t == ignore_index
-            mraw = row_max(xi, 0, C)
-            m = xi.dtype.type(_capped(mraw, cap))
-            # values the in-place gradient write would destroy (out is input)
+            m = xi.dtype.type(_capped(row_max(xi), cap))
+            # values the in-place gradient write would destroy (when out is input)
             xt = 0.0 if ignored else float(xi[t])
             sw = 0.0
             if eps > 0.0 and not ignored:
                 if cap > 0.0:
-                    for j in range(C):
-                        scratch[j] = xi.dtype.type(cap) * vtanh(xi[j] * xi.dtype.type(1.0 / cap)) - m
+                    _cap_shifted(xi, cap, m, scratch)
                 else:
-                    for j in range(C):
-                        scratch[j] = xi[j] - m
+                    _shifted(xi, m, scratch)
                 if has_w:
-                    for j in range(C):
-                        scratch[j] = scratch[j] * w[j]
+                    _mul_inplace(scratch, w)
                 sw = row_sum(scratch)
+            # exp pass: into the gradient row (scaled in place below) or a scratch row
             buf = g[i] if (want_g and cap == 0.0) else scratch
-            _exp_shifted(xi, m, cap, buf, C)
+            if cap > 0.0:
+                _cap_shifted(xi, cap, m, buf)
+                _exp_inplace(buf)
+            else:
+                _exp_shifted(xi, m, buf)
             s = row_sum(buf)
             ls = math.log(s)
             lse = float(m) + ls
@@ -133,11 +201,10 @@ def ce_index(x, y, w, ignore_index, eps, zl, cap, mean, g, rl, rzl):
                     rzl[i] = 0.0
                 if want_g:
                     # PyTorch: 0 * softmax, i.e. NaN where log_softmax is NaN
-                    _fill(g[i], g.dtype.type(np.nan if lse != lse else 0.0), C)
+                    _fill(g[i], np.nan if lse != lse else 0.0)
                 continue
             wy = w[t] if has_w else 1.0
-            xct = _capped(xt, cap)
-            loss = wy * (1.0 - eps) * (ls - (xct - float(m)))
+            loss = wy * (1.0 - eps) * (ls - (_capped(xt, cap) - float(m)))
             if eps > 0.0:
                 loss += ec * (W * ls - sw)
             rl[i] = loss
@@ -146,65 +213,56 @@ def ce_index(x, y, w, ignore_index, eps, zl, cap, mean, g, rl, rzl):
             if want_g:
                 gi = g[i]
                 a = ((wy * (1.0 - eps) + ec * W) * r + 2.0 * zl * lse * rz) / s
-                ad = gi.dtype.type(a)
                 if cap > 0.0:
-                    ic = xi.dtype.type(1.0 / cap)
-                    bc = gi.dtype.type(ec * r)
-                    one = gi.dtype.type(1.0)
-                    if has_w:
-                        for j in range(C):
-                            th = vtanh(xi[j] * ic)
-                            gi[j] = (scratch[j] * ad - bc * w[j]) * (one - th * th)
-                    else:
-                        for j in range(C):
-                            th = vtanh(xi[j] * ic)
-                            gi[j] = (scratch[j] * ad - bc) * (one - th * th)
+                    _capped_grad(gi, scratch, xi, cap, a, ec * r, w, has_w)
+                elif eps > 0.0 and has_w:
+                    _scale_sub_w(gi, gi, a, ec * r, w)
                 elif eps > 0.0:
-                    bc = gi.dtype.type(ec * r)
-                    if has_w:
-                        for j in range(C):
-                            gi[j] = gi[j] * ad - bc * w[j]
-                    else:
-                        for j in range(C):
-                            gi[j] = gi[j] * ad - bc
+                    _scale_sub(gi, a, ec * r)
                 else:
-                    for j in range(C):
-                        gi[j] = gi[j] * ad
+                    _scale(gi, a)
                 gi[t] = gi[t] - wy * (1.0 - eps) * r * _dcap(xt, cap)
     return 0, 0, tw, nv
 
 
 # ----------------------------------------------------------- cross-entropy (probabilities)
+@rowfn
+def _smoothed_target(ti, eps, ec, w, out):
+    """out[j] = (t_j (1 - eps) + eps/C) * w_j."""
+    has_w = w.shape[0] > 0
+    for j in range(ti.shape[0]):
+        out[j] = (ti[j] * (1.0 - eps) + ec) * (w[j] if has_w else 1.0)
+
+
 @kernel
 def ce_prob(x, tg, w, eps, zl, cap, r, g, rl, rzl):
     """Cross-entropy with probability targets (PyTorch: smoothing t*(1-eps)+eps/C, then
     class weights; "mean" divides by the number of rows, passed in as ``r``)."""
     R, C = x.shape
-    has_w = w.shape[0] > 0
     want_g = g.shape[0] > 0
     ec = eps / C
     for b in prange(_nblocks(R)):
+        tw = np.empty(C, np.float64)
         s1 = np.empty(C, np.float64)
         s2 = np.empty(C, x.dtype)
         for i in range(b * ROWS_PER_BLOCK, min(R, (b + 1) * ROWS_PER_BLOCK)):
             xi = x[i]
-            ti = tg[i]
-            m = xi.dtype.type(_capped(row_max(xi, 0, C), cap))
-            # A: T = sum w t', TX = sum w t' (x' - m)  (before the gradient overwrites x)
-            for j in range(C):
-                s1[j] = (ti[j] * (1.0 - eps) + ec) * (w[j] if has_w else 1.0)
-            T = row_sum(s1)
+            m = xi.dtype.type(_capped(row_max(xi), cap))
+            # T = sum w t', TX = sum w t' (x' - m), before the gradient overwrites x
+            _smoothed_target(tg[i], eps, ec, w, tw)
+            T = row_sum(tw)
             if cap > 0.0:
-                for j in range(C):
-                    s2[j] = xi.dtype.type(cap) * vtanh(xi[j] * xi.dtype.type(1.0 / cap)) - m
-                for j in range(C):
-                    s1[j] = s1[j] * s2[j]
+                _cap_shifted(xi, cap, m, s2)
             else:
-                for j in range(C):
-                    s1[j] = s1[j] * (xi[j] - m)
+                _shifted(xi, m, s2)
+            for j in range(C):
+                s1[j] = tw[j] * s2[j]
             TX = row_sum(s1)
             buf = g[i] if (want_g and cap == 0.0) else s2
-            _exp_shifted(xi, m, cap, buf, C)
+            if cap > 0.0:
+                _exp_inplace(s2)
+            else:
+                _exp_shifted(xi, m, buf)
             s = row_sum(buf)
             ls = math.log(s)
             lse = float(m) + ls
@@ -213,18 +271,11 @@ def ce_prob(x, tg, w, eps, zl, cap, r, g, rl, rzl):
                 rzl[i] = zl * lse * lse
             if want_g:
                 gi = g[i]
-                ad = gi.dtype.type((T * r + 2.0 * zl * lse * r) / s)
+                a = (T * r + 2.0 * zl * lse * r) / s
                 if cap > 0.0:
-                    ic = xi.dtype.type(1.0 / cap)
-                    one = gi.dtype.type(1.0)
-                    for j in range(C):
-                        th = vtanh(xi[j] * ic)
-                        bt = (ti[j] * (1.0 - eps) + ec) * (w[j] if has_w else 1.0) * r
-                        gi[j] = (s2[j] * ad - gi.dtype.type(bt)) * (one - th * th)
+                    _capped_grad(gi, s2, xi, cap, a, r, tw, True)
                 else:
-                    for j in range(C):
-                        bt = (ti[j] * (1.0 - eps) + ec) * (w[j] if has_w else 1.0) * r
-                        gi[j] = gi[j] * ad - gi.dtype.type(bt)
+                    _scale_sub_w(gi, gi, a, r, tw)
     return 0
 
 
@@ -235,16 +286,9 @@ def nll(x, y, w, ignore_index, mean, g, rl):
     R, C = x.shape
     has_w = w.shape[0] > 0
     want_g = g.shape[0] > 0
-    tw = 0.0
-    nv = 0
-    for i in range(R):
-        t = y[i]
-        if t == ignore_index:
-            continue
-        if t < 0 or t >= C:
-            return 1, t, 0.0, 0
-        tw += w[t] if has_w else 1.0
-        nv += 1
+    status, bad, tw, nv = _targets(y, w, ignore_index, C)
+    if status != 0:
+        return status, bad, tw, nv
     r = 1.0 / tw if mean else 1.0
     for b in prange(_nblocks(R)):
         for i in range(b * ROWS_PER_BLOCK, min(R, (b + 1) * ROWS_PER_BLOCK)):
@@ -252,12 +296,12 @@ def nll(x, y, w, ignore_index, mean, g, rl):
             if t == ignore_index:
                 rl[i] = 0.0
                 if want_g:
-                    _fill(g[i], g.dtype.type(0.0), C)
+                    _fill(g[i], 0.0)
                 continue
             wy = w[t] if has_w else 1.0
             rl[i] = -wy * float(x[i, t])
             if want_g:
-                _fill(g[i], g.dtype.type(0.0), C)
+                _fill(g[i], 0.0)
                 g[i, t] = -wy * r
     return 0, 0, tw, nv
 
@@ -269,16 +313,9 @@ def focal(x, y, w, ignore_index, gamma, mean, g, rl):
     R, C = x.shape
     has_w = w.shape[0] > 0
     want_g = g.shape[0] > 0
-    tw = 0.0
-    nv = 0
-    for i in range(R):
-        t = y[i]
-        if t == ignore_index:
-            continue
-        if t < 0 or t >= C:
-            return 1, t, 0.0, 0
-        tw += w[t] if has_w else 1.0
-        nv += 1
+    status, bad, tw, nv = _targets(y, w, ignore_index, C)
+    if status != 0:
+        return status, bad, tw, nv
     r = 1.0 / tw if mean else 1.0
     for b in prange(_nblocks(R)):
         scratch = np.empty(C, x.dtype)
@@ -288,12 +325,12 @@ def focal(x, y, w, ignore_index, gamma, mean, g, rl):
             if t == ignore_index:
                 rl[i] = 0.0
                 if want_g:
-                    _fill(g[i], g.dtype.type(0.0), C)
+                    _fill(g[i], 0.0)
                 continue
-            m = row_max(xi, 0, C)
+            m = row_max(xi)
             xt = float(xi[t])
             buf = g[i] if want_g else scratch
-            _exp_shifted(xi, m, 0.0, buf, C)
+            _exp_shifted(xi, m, buf)
             s = row_sum(buf)
             lp = (xt - float(m)) - math.log(s)
             p = math.exp(lp)
@@ -306,14 +343,30 @@ def focal(x, y, w, ignore_index, gamma, mean, g, rl):
                 t1 = gamma * omp ** (gamma - 1.0) * p * lp if omp > 0.0 else 0.0
                 K = t1 - pw
                 gi = g[i]
-                ad = gi.dtype.type(-wy * r * K / s)
-                for j in range(C):
-                    gi[j] = gi[j] * ad
+                _scale(gi, -wy * r * K / s)
                 gi[t] = gi[t] + wy * r * K
     return 0, 0, tw, nv
 
 
 # ------------------------------------------------------------- distillation divergences
+@rowfn
+def _exp_scaled(xi, it, m, buf):
+    """buf[j] = exp(x_j/T - m)."""
+    ic = xi.dtype.type(it)
+    md = xi.dtype.type(m)
+    for j in range(xi.shape[0]):
+        buf[j] = vexp(xi[j] * ic - md)
+
+
+@rowfn
+def _kl_terms(si, ti, it, ma, mb, eb, d):
+    """d_j = p~_t,j ((t_j/T - mb) - (s_j/T - ma)), 0 where the teacher weight is 0."""
+    ic = si.dtype.type(it)
+    for j in range(si.shape[0]):
+        dj = (ti[j] * ic - si.dtype.type(mb)) - (si[j] * ic - si.dtype.type(ma))
+        d[j] = select(eb[j] > 0, eb[j] * dj, 0.0)
+
+
 @kernel
 def kl_logits(xs, xt, temp, r, g, rl):
     """T^2 KL(softmax(t/T) || softmax(s/T)) per row (0 log 0 = 0); grad w.r.t. s."""
@@ -327,28 +380,49 @@ def kl_logits(xs, xt, temp, r, g, rl):
         for i in range(b * ROWS_PER_BLOCK, min(R, (b + 1) * ROWS_PER_BLOCK)):
             si = xs[i]
             ti = xt[i]
-            ic = si.dtype.type(it)
-            ma = si.dtype.type(float(row_max(si, 0, C)) * it)
-            mb = si.dtype.type(float(row_max(ti, 0, C)) * it)
-            for j in range(C):
-                eb[j] = vexp(ti[j] * ic - mb)
+            ma = float(xs.dtype.type(float(row_max(si)) * it))
+            mb = float(xs.dtype.type(float(row_max(ti)) * it))
+            _exp_scaled(ti, it, mb, eb)
             Sb = row_sum(eb)
-            for j in range(C):
-                dj = (ti[j] * ic - mb) - (si[j] * ic - ma)
-                d[j] = eb[j] * dj if eb[j] > 0 else 0.0
+            _kl_terms(si, ti, it, ma, mb, eb, d)
             D = row_sum(d)
             ea = g[i] if want_g else ea_s
-            for j in range(C):
-                ea[j] = vexp(si[j] * ic - ma)
+            _exp_scaled(si, it, ma, ea)
             Sa = row_sum(ea)
             rl[i] = temp * temp * (D / Sb - math.log(Sb) + math.log(Sa))
             if want_g:
-                gi = g[i]
-                fa = gi.dtype.type(temp * r / Sa)
-                fb = gi.dtype.type(temp * r / Sb)
-                for j in range(C):
-                    gi[j] = gi[j] * fa - eb[j] * fb
+                _scale_sub_w(g[i], g[i], temp * r / Sa, temp * r / Sb, eb)
     return 0
+
+
+@rowfn
+def _js_row(ai, bi, it, ma, mb, ea, eb, Sa, Sb, u, v):
+    """u_j = p_j (log p_j - log m_j), v_j = q_j (log q_j - log m_j), 0 log 0 = 0."""
+    la = math.log(Sa)
+    lb = math.log(Sb)
+    ia = 1.0 / Sa
+    ib = 1.0 / Sb
+    for j in range(ai.shape[0]):
+        p = ea[j] * ia
+        q = eb[j] * ib
+        lm = vlog(0.5 * (p + q))
+        lp = (ai[j] * it - ma) - la
+        lq = (bi[j] * it - mb) - lb
+        u[j] = select(p > 0, p * (lp - lm), 0.0)
+        v[j] = select(q > 0, q * (lq - lm), 0.0)
+
+
+@rowfn
+def _exp_scaled64(xi, it, m, buf):
+    """buf[j] = exp(x_j/T - m) in float64."""
+    for j in range(xi.shape[0]):
+        buf[j] = vexp(xi[j] * it - m)
+
+
+@rowfn
+def _js_grad(gi, u, ea, ia, kp, f):
+    for j in range(gi.shape[0]):
+        gi[j] = f * (u[j] - ea[j] * ia * kp)
 
 
 @kernel
@@ -365,35 +439,32 @@ def js_logits(xa, xb, temp, r, g, rl):
         for i in range(b * ROWS_PER_BLOCK, min(R, (b + 1) * ROWS_PER_BLOCK)):
             ai = xa[i]
             bi = xb[i]
-            ma = float(row_max(ai, 0, C)) * it
-            mb = float(row_max(bi, 0, C)) * it
-            for j in range(C):
-                ea[j] = vexp(ai[j] * it - ma)
+            ma = float(row_max(ai)) * it
+            mb = float(row_max(bi)) * it
+            _exp_scaled64(ai, it, ma, ea)
             Sa = row_sum(ea)
-            for j in range(C):
-                eb[j] = vexp(bi[j] * it - mb)
+            _exp_scaled64(bi, it, mb, eb)
             Sb = row_sum(eb)
-            la = math.log(Sa)
-            lb = math.log(Sb)
-            ia = 1.0 / Sa
-            ib = 1.0 / Sb
-            for j in range(C):
-                p = ea[j] * ia
-                q = eb[j] * ib
-                lm = vlog(0.5 * (p + q))
-                lp = (ai[j] * it - ma) - la
-                lq = (bi[j] * it - mb) - lb
-                u[j] = p * (lp - lm) if p > 0 else 0.0
-                v[j] = q * (lq - lm) if q > 0 else 0.0
+            _js_row(ai, bi, it, ma, mb, ea, eb, Sa, Sb, u, v)
             kp = row_sum(u)
             kq = row_sum(v)
             rl[i] = 0.5 * (kp + kq)
             if want_g:
-                gi = g[i]
-                f = 0.5 * it * r
-                for j in range(C):
-                    gi[j] = f * (u[j] - ea[j] * ia * kp)
+                _js_grad(g[i], u, ea, 1.0 / Sa, kp, 0.5 * it * r)
     return 0
+
+
+@rowfn
+def _entropy_terms(xi, m, e, d):
+    for j in range(xi.shape[0]):
+        d[j] = select(e[j] > 0, e[j] * (xi[j] - m), 0.0)
+
+
+@rowfn
+def _entropy_grad(gi, xi, m, e, iS, mu, r):
+    for j in range(gi.shape[0]):
+        gj = -(e[j] * iS) * ((xi[j] - m) - mu) * r
+        gi[j] = select(e[j] > 0, gj, 0.0)
 
 
 @kernel
@@ -406,46 +477,40 @@ def entropy(x, r, g, rl):
         d = np.empty(C, np.float64)
         for i in range(b * ROWS_PER_BLOCK, min(R, (b + 1) * ROWS_PER_BLOCK)):
             xi = x[i]
-            m = row_max(xi, 0, C)
-            for j in range(C):
-                e[j] = vexp(xi[j] - m)
+            m = row_max(xi)
+            _exp_shifted(xi, m, e)
             S = row_sum(e)
-            for j in range(C):
-                d[j] = e[j] * (xi[j] - m) if e[j] > 0 else 0.0
+            _entropy_terms(xi, m, e, d)
             mu = row_sum(d) / S  # sum p (x - m)
             rl[i] = math.log(S) - mu
             if want_g:
-                gi = g[i]
-                iS = 1.0 / S
-                for j in range(C):
-                    gj = -(e[j] * iS) * ((xi[j] - m) - mu) * r
-                    gi[j] = gj if e[j] > 0 else 0.0
+                _entropy_grad(g[i], xi, m, e, 1.0 / S, mu, r)
     return 0
 
 
 # ------------------------------------------------------------------------- utilities
+@rowfn
+def _sub_const(xi, m, ls, oi):
+    for j in range(xi.shape[0]):
+        oi[j] = (xi[j] - m) - ls
+
+
 @kernel
 def softmax_rows(x, mode, out):
-    """mode 0: softmax into out (R, C); 1: log_softmax into out; 2: logsumexp into out (R,)."""
+    """mode 0: softmax into out (R, C); 1: log_softmax into out; 2: logsumexp into out (R, 1)."""
     R, C = x.shape
     for b in prange(_nblocks(R)):
         e = np.empty(C, x.dtype)
         for i in range(b * ROWS_PER_BLOCK, min(R, (b + 1) * ROWS_PER_BLOCK)):
             xi = x[i]
-            m = row_max(xi, 0, C)
-            for j in range(C):
-                e[j] = vexp(xi[j] - m)
-            s = row_sum(e)
+            m = row_max(xi)
+            buf = out[i] if mode == 0 else e
+            _exp_shifted(xi, m, buf)
+            s = row_sum(buf)
             if mode == 0:
-                oi = out[i]
-                f = oi.dtype.type(1.0 / s)
-                for j in range(C):
-                    oi[j] = e[j] * f
+                _scale(out[i], 1.0 / s)
             elif mode == 1:
-                oi = out[i]
-                ls = oi.dtype.type(math.log(s))
-                for j in range(C):
-                    oi[j] = (xi[j] - m) - ls
+                _sub_const(xi, m, out.dtype.type(math.log(s)), out[i])
             else:
                 lse = float(m) + math.log(s)
                 out[i, 0] = lse if m > -np.inf else m  # all -inf row: -inf, not nan
