@@ -188,9 +188,9 @@ def cross_entropy(
         >>> x = np.array([[2.0, 0.5, -1.0], [0.0, 0.0, 0.0]])
         >>> loss, g = fl.cross_entropy(x, np.array([0, 2]))
         >>> print(f"{loss:.6f}")
-        0.791953
-        >>> print(np.round(g.sum(axis=1), 12))
-        [0. 0.]
+        0.669962
+        >>> bool(np.allclose(g.sum(axis=1), 0.0))
+        True
 
     See also: :func:`nll_loss`, :func:`softmax_focal_loss`, :func:`log_softmax`.
     """
@@ -359,7 +359,7 @@ def softmax_focal_loss(
         >>> import numpy as np, fastloss as fl
         >>> x = np.array([[2.0, 0.5, -1.0]])
         >>> print(f"{fl.softmax_focal_loss(x, np.array([0])).loss:.6f}")
-        0.012757
+        0.011093
     """
     x = as_input(input)
     check_reduction(reduction)
@@ -451,7 +451,7 @@ def kl_div_with_logits(
         >>> import numpy as np, fastloss as fl
         >>> s = np.array([[1.0, 2.0, 3.0]]); t = np.array([[3.0, 2.0, 1.0]])
         >>> print(f"{fl.kl_div_with_logits(s, t).loss:.6f}")
-        1.446317
+        1.150421
     """
     T = _float_option("temperature", temperature, 0.0, lo_open=True, desc="> 0")
     x, ax, rows, t2, g2, g = _pair(input, target, axis, reduction, grad, out)
@@ -490,7 +490,7 @@ def js_div_with_logits(
         >>> import numpy as np, fastloss as fl
         >>> a = np.array([[1.0, 2.0, 3.0]]); b = np.array([[3.0, 2.0, 1.0]])
         >>> print(f"{fl.js_div_with_logits(a, b).loss:.6f}")
-        0.220334
+        0.247588
     """
     T = _float_option("temperature", temperature, 0.0, lo_open=True, desc="> 0")
     x, ax, rows, t2, g2, g = _pair(input, target, axis, reduction, grad, out)
