@@ -328,11 +328,13 @@ def _ov_vexpm1(x):
             q = (q * r) * r + r
             s1, s2 = pow2_pair(select(kf == kf, kf, 0.0))
             res = (q * s1) * s2 + (s1 * s2 - 1.0)
+            res = select(x > 40.0, _exp64(x), res)  # 2**k alone would overflow near the top
             return select(x != x, x, res)
 
         return impl
     if x == types.float32:
         lo = np.float32(-20.0)
+        _T32 = np.float32(20.0)
 
         def impl(x):
             y = select(x > _X32_HI, _X32_HI, select(x < lo, lo, x))
@@ -347,6 +349,7 @@ def _ov_vexpm1(x):
             q = (q * r) * r + r
             s1, s2 = pow2_pair(select(kf == kf, kf, _ZERO32))
             res = (q * s1) * s2 + (s1 * s2 - _ONE32)
+            res = select(x > _T32, _exp32(x), res)
             return select(x != x, x, res)
 
         return impl

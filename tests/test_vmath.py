@@ -1,0 +1,84 @@
+"""The vectorisable math of fastloss._vmath against NumPy (libm), in ulps."""
+
+import numba
+import numpy as np
+import pytest
+
+from fastloss import _vmath as vm
+
+
+def _loop(f):
+    @numba.njit(error_model="numpy")
+    def run(a, o):
+        for i in range(a.shape[0]):
+            o[i] = f(a[i])
+
+    return run
+
+
+LOOPS = {
+    "exp": (_loop(vm.vexp), np.exp),
+    "expm1": (_loop(vm.vexpm1), np.expm1),
+    "log": (_loop(vm.vlog), np.log),
+    "log1p": (_loop(vm.vlog1p), np.log1p),
+    "tanh": (_loop(vm.vtanh), np.tanh),
+}
+ULPS = {"exp": 1, "expm1": 2, "log": 1, "log1p": 1, "tanh": 3}
+SPECIAL = [0.0, -0.0, 1.0, -1.0, np.inf, -np.inf, np.nan, 1e-30, -1e-30, 1e30, -1e30]
+
+
+def _inputs(name, dt):
+    rng = np.random.default_rng(1)
+    fi = np.finfo(dt)
+    hi = float(np.log(fi.max))
+    if name == "exp":
+        x = rng.uniform(-hi * 1.2, hi * 1.05, 200_000)
+    elif name == "expm1":
+        x = np.concatenate([rng.uniform(-30, hi, 100_000), rng.uniform(-1, 1, 100_000),
+                            -np.exp(rng.uniform(-60, 0, 10_000)), np.exp(rng.uniform(-60, 0, 10_000))])
+    elif name == "log":
+        x = np.concatenate([np.exp(rng.uniform(-hi, hi, 200_000)),
+                            [fi.tiny, fi.tiny / 8, fi.smallest_subnormal, fi.max]])
+    elif name == "log1p":
+        x = np.concatenate([rng.uniform(-0.999, 10, 100_000), np.exp(rng.uniform(-80, 2, 100_000)),
+                            -np.exp(rng.uniform(-80, -0.01, 10_000)), [-2.0]])
+    else:
+        x = np.concatenate([rng.uniform(-25, 25, 100_000), np.exp(rng.uniform(-40, 3, 100_000))])
+        x = np.concatenate([x, -x])
+    return np.concatenate([x, SPECIAL]).astype(dt)
+
+
+@pytest.mark.parametrize("dt", [np.float32, np.float64])
+@pytest.mark.parametrize("name", sorted(LOOPS))
+def test_accuracy_and_special_values(name, dt):
+    run, ref = LOOPS[name]
+    x = _inputs(name, dt)
+    out = np.empty_like(x)
+    run(x, out)
+    with np.errstate(all="ignore"):
+        expect = ref(x.astype(np.float64)).astype(dt)
+    fi = np.finfo(dt)
+    same = (out == expect) | (np.isnan(out) & np.isnan(expect))
+    normal = np.isfinite(expect) & (np.abs(expect) >= fi.tiny)
+    # non-finite and exactly-representable cases must match exactly (inf, nan, 0, -1 ...)
+    assert same[~normal & ~((np.abs(expect) < fi.tiny) & (expect != 0))].all()
+    with np.errstate(all="ignore"):
+        ulp = np.abs(out.astype(np.float64) - expect) / np.spacing(np.abs(expect)).astype(np.float64)
+    assert ulp[normal].max() <= ULPS[name], (name, ulp[normal].max())
+    # subnormal results: within one subnormal step
+    sub = (np.abs(expect) < fi.tiny) & (expect != 0)
+    if sub.any():
+        assert (np.abs(out[sub].astype(np.float64) - expect[sub]) <= fi.smallest_subnormal).all()
+
+
+@pytest.mark.parametrize("dt", [np.float32, np.float64])
+def test_row_max_and_sum(dt):
+    rng = np.random.default_rng(2)
+    for n in (1, 7, 16, 17, 1000):
+        x = rng.standard_normal(n).astype(dt)
+        assert vm.row_max(x) == x.max()
+        assert vm.row_sum(x) == pytest.approx(float(x.astype(np.float64).sum()), rel=1e-12)
+    assert vm.row_max(np.array([-np.inf, -np.inf], dt)) == -np.inf
+    assert vm.row_max(np.array([-3.0, -0.0, -1.0], dt)) == 0.0
+    assert np.isnan(vm.row_max(np.array([1.0, np.nan, 2.0], dt)))
+    assert np.isnan(vm.row_sum(np.array([1.0, np.inf, -np.inf], dt)))
