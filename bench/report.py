@@ -452,7 +452,13 @@ def write_markdown(path, meta, results, tgts, bw, first_call):
         L.append(
             "The first call of a loss in a process compiles its kernels, or loads them from "
             "Numba's on-disk cache (`cache=True`). Measured here, including one run of the "
-            "kernel on the case's data:"
+            "kernel on the case's data; "
+            + (
+                "the on-disk cache was empty at the start (cold: compile)."
+                if meta["numba_cache_index_files_before"] == 0
+                else f"the on-disk cache held {meta['numba_cache_index_files_before']} index "
+                "files at the start (warm for what they cover: cache load)."
+            )
         )
         L.append("")
         L.append("| loss | first call | on | later calls (median) |")
@@ -580,6 +586,9 @@ def main(argv=None):
     def log(msg):
         print(msg, flush=True)
 
+    pkg = pathlib.Path(fastloss.__file__).parent
+    cache_dir = pathlib.Path(numba.config.CACHE_DIR) if numba.config.CACHE_DIR else pkg
+    cached_before = len(list(cache_dir.rglob("*.nbi")))
     threads = min(args.threads, numba.config.NUMBA_NUM_THREADS)
     fastloss.set_num_threads(threads)
     torch = cases.torch_setup()
@@ -651,6 +660,7 @@ def main(argv=None):
             "samples_GBps": bw_samples,
         },
         "registered": sorted(fastloss.LOSSES),
+        "numba_cache_index_files_before": cached_before,
         "command": cmd,
         "date": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
     }
