@@ -20,7 +20,7 @@ from numba.extending import intrinsic, overload
 
 from ._config import accumulator, inline, rowfn
 
-__all__ = ["row_sum", "vexp", "vexpm1", "vlog", "vlog1p", "vtanh", "max_key", "key_to_float", "row_max"]
+__all__ = ["row_sum", "vexp", "vexp_neg", "vexpm1", "vlog", "vlog1p", "vtanh", "max_key", "key_to_float", "row_max"]
 
 
 # ------------------------------------------------------------------ bit reinterpretation
@@ -72,6 +72,23 @@ def select(typingctx, cond, a, b):
         va = context.cast(builder, args[1], a, ty)
         vb = context.cast(builder, args[2], b, ty)
         return builder.select(c, va, vb)
+
+    return sig, codegen
+
+
+@intrinsic
+def pow2(typingctx, kf):
+    """2**int(kf) for an integral, non-NaN float kf in the normal exponent range."""
+    if kf not in (types.float32, types.float64):
+        return None
+    width, shift, bias = (32, 23, 127) if kf == types.float32 else (64, 52, 1023)
+    sig = kf(kf)
+
+    def codegen(context, builder, signature, args):
+        ity = ir.IntType(width)
+        ki = builder.fptosi(args[0], ity)
+        bits = builder.shl(builder.add(ki, ir.Constant(ity, bias)), ir.Constant(ity, shift))
+        return builder.bitcast(bits, context.get_value_type(kf))
 
     return sig, codegen
 
@@ -161,6 +178,52 @@ def _exp32(x):
     return p * s1 * s2
 
 
+# exp for arguments <= 0 (softmax: x - max).  One clamp, one scale factor; results below
+# the smallest normal float flush to 0 (their contribution to a softmax sum is < 1e-38).
+_XN64 = -708.39
+_XN32 = np.float32(-87.33)
+
+
+@inline
+def _expneg64(x):
+    xc = select(x < _XN64, _XN64, x)
+    kf = (xc * _LOG2E + _ROUND64) - _ROUND64
+    r = (xc - kf * _LN2_HI64) - kf * _LN2_LO64
+    p = 1.0 / 6227020800.0
+    p = p * r + 1.0 / 479001600.0
+    p = p * r + 1.0 / 39916800.0
+    p = p * r + 1.0 / 3628800.0
+    p = p * r + 1.0 / 362880.0
+    p = p * r + 1.0 / 40320.0
+    p = p * r + 1.0 / 5040.0
+    p = p * r + 1.0 / 720.0
+    p = p * r + 1.0 / 120.0
+    p = p * r + 1.0 / 24.0
+    p = p * r + 1.0 / 6.0
+    p = p * r + 0.5
+    p = p * r + 1.0
+    p = p * r + 1.0
+    res = p * pow2(select(kf == kf, kf, 0.0))
+    return select(x < _XN64, 0.0, res)
+
+
+@inline
+def _expneg32(x):
+    xc = select(x < _XN32, _XN32, x)
+    kf = (xc * _LOG2E32 + _ROUND32) - _ROUND32
+    r = (xc - kf * _LN2_HI32) - kf * _LN2_LO32
+    p = _C32[0]
+    p = p * r + _C32[1]
+    p = p * r + _C32[2]
+    p = p * r + _C32[3]
+    p = p * r + _C32[4]
+    p = p * r + _C32[5]
+    p = p * r + _C32[6]
+    p = p * r + _C32[7]
+    res = p * pow2(select(kf == kf, kf, _ZERO32))
+    return select(x < _XN32, _ZERO32, res)
+
+
 # --------------------------------------------------------------------------------- log
 # fdlibm / musl log: x = 2**k * (1+f), sqrt(2)/2 <= 1+f < sqrt(2); s = f/(2+f).
 _LG1 = 6.666666666666735130e-01
@@ -247,6 +310,20 @@ def _log32(x):
 def vexp(x):
     """exp(x), vectorisable (pure-Python fallback for NUMBA_DISABLE_JIT)."""
     return np.exp(x)
+
+
+def vexp_neg(x):
+    """exp(x) for x <= 0 (or NaN), vectorisable; results below the smallest normal
+    float are flushed to 0."""
+    return np.exp(x)
+
+
+@overload(vexp_neg, inline="always")
+def _ov_vexp_neg(x):
+    if x == types.float32:
+        return lambda x: _expneg32(x)
+    if x == types.float64:
+        return lambda x: _expneg64(x)
 
 
 def vlog(x):

@@ -82,3 +82,20 @@ def test_row_max_and_sum(dt):
     assert vm.row_max(np.array([-3.0, -0.0, -1.0], dt)) == 0.0
     assert np.isnan(vm.row_max(np.array([1.0, np.nan, 2.0], dt)))
     assert np.isnan(vm.row_sum(np.array([1.0, np.inf, -np.inf], dt)))
+
+
+@pytest.mark.parametrize("dt", [np.float32, np.float64])
+def test_exp_neg(dt):
+    run = _loop(vm.vexp_neg)
+    rng = np.random.default_rng(3)
+    fi = np.finfo(dt)
+    x = np.concatenate([-np.exp(rng.uniform(-30, 6.6, 200_000)), [0.0, -0.0, -np.inf, np.nan]]).astype(dt)
+    out = np.empty_like(x)
+    run(x, out)
+    expect = np.exp(x.astype(np.float64)).astype(dt)
+    normal = expect >= fi.tiny
+    ulp = np.abs(out.astype(np.float64) - expect) / np.spacing(expect).astype(np.float64)
+    assert ulp[normal].max() <= 1
+    assert (out[~normal & ~np.isnan(x)] <= fi.tiny).all()  # flushed (or tiny) below the normal range
+    assert np.isnan(out[np.isnan(x)]).all()
+    assert out[x == -np.inf].tolist() == [0.0]

@@ -28,7 +28,7 @@ import numpy as np
 from numba import prange
 
 from .._config import inline, kernel, rowfn
-from .._vmath import row_max, row_sum, select, vexp, vlog, vtanh
+from .._vmath import row_max, row_sum, select, vexp_neg, vlog, vtanh
 
 #: Rows per parallel block (scratch buffers are allocated once per block).
 ROWS_PER_BLOCK = 16
@@ -43,9 +43,9 @@ def _nblocks(R):
 # from the kernels (compiled once per dtype, not once per kernel).
 @rowfn
 def _exp_shifted(xi, m, buf):
-    """buf[j] = exp(x_j - m)."""
+    """buf[j] = exp(x_j - m), m the row max (so the argument is <= 0 or NaN)."""
     for j in range(xi.shape[0]):
-        buf[j] = vexp(xi[j] - m)
+        buf[j] = vexp_neg(xi[j] - m)
 
 
 @rowfn
@@ -59,8 +59,9 @@ def _cap_shifted(xi, cap, m, buf):
 
 @rowfn
 def _exp_inplace(buf):
+    """buf[j] = exp(buf[j]) for arguments <= 0 (already shifted by the row max)."""
     for j in range(buf.shape[0]):
-        buf[j] = vexp(buf[j])
+        buf[j] = vexp_neg(buf[j])
 
 
 @rowfn
@@ -355,7 +356,7 @@ def _exp_scaled(xi, it, m, buf):
     ic = xi.dtype.type(it)
     md = xi.dtype.type(m)
     for j in range(xi.shape[0]):
-        buf[j] = vexp(xi[j] * ic - md)
+        buf[j] = vexp_neg(xi[j] * ic - md)
 
 
 @rowfn
@@ -416,7 +417,7 @@ def _js_row(ai, bi, it, ma, mb, ea, eb, Sa, Sb, u, v):
 def _exp_scaled64(xi, it, m, buf):
     """buf[j] = exp(x_j/T - m) in float64."""
     for j in range(xi.shape[0]):
-        buf[j] = vexp(xi[j] * it - m)
+        buf[j] = vexp_neg(xi[j] * it - m)
 
 
 @rowfn
