@@ -12,6 +12,8 @@ back (an extra copy of the input and of the gradient; classes-last avoids both).
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from ._config import pick
@@ -253,8 +255,14 @@ def cross_entropy(
 
 
 def _mean_div(total, denom):
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.float64(total) / np.float64(denom)
+    """total / denom with IEEE semantics (0/0 = nan, x/0 = +-inf) and no warnings."""
+    total = float(total)
+    denom = float(denom)
+    if denom == 0.0:
+        if total == 0.0 or total != total:
+            return math.nan
+        return math.copysign(math.inf, total) * math.copysign(1.0, denom)
+    return total / denom
 
 
 # ------------------------------------------------------------------------------ nll_loss
