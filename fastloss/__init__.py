@@ -8,7 +8,7 @@ from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as _version
 
 from ._config import get_num_threads, set_num_threads, threading_layer
-from ._core import LOSSES, LossResult
+from ._core import LOSSES, LossResult, release_buffers
 
 # --- softmax family (fastloss/softmax.py)
 from .softmax import (
@@ -24,6 +24,26 @@ from .softmax import (
 )
 
 # --- elementwise families (fastloss/pointwise.py): added by the pointwise work
+from .pointwise import (
+    binary_cross_entropy,
+    binary_cross_entropy_with_logits,
+    exponential_loss,
+    hinge_loss,
+    huber_loss,
+    kl_div,
+    l1_loss,
+    log_cosh_loss,
+    log_sigmoid,
+    mse_loss,
+    perceptron_loss,
+    poisson_nll_loss,
+    sigmoid,
+    sigmoid_focal_loss,
+    smooth_l1_loss,
+    soft_margin_loss,
+    squared_hinge_loss,
+    zero_one_loss,
+)
 from .multimargin import multi_margin_loss
 
 from ._warmup import warmup  # noqa: E402  (after every loss is registered)
@@ -65,11 +85,30 @@ __all__ = sorted(
         "log_softmax",
         "logsumexp",
         "nll_loss",
+        "release_buffers",
         "set_num_threads",
         "softmax",
         "softmax_entropy",
         "softmax_focal_loss",
         "threading_layer",
+        "binary_cross_entropy",  # pointwise
+        "binary_cross_entropy_with_logits",  # pointwise
+        "exponential_loss",  # pointwise
+        "hinge_loss",  # pointwise
+        "huber_loss",  # pointwise
+        "kl_div",  # pointwise
+        "l1_loss",  # pointwise
+        "log_cosh_loss",  # pointwise
+        "log_sigmoid",  # pointwise
+        "mse_loss",  # pointwise
+        "perceptron_loss",  # pointwise
+        "poisson_nll_loss",  # pointwise
+        "sigmoid",  # pointwise
+        "sigmoid_focal_loss",  # pointwise
+        "smooth_l1_loss",  # pointwise
+        "soft_margin_loss",  # pointwise
+        "squared_hinge_loss",  # pointwise
+        "zero_one_loss",  # pointwise
         "warmup",
     ]
 )

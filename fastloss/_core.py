@@ -9,6 +9,9 @@ are done inside the fused kernels and reported back through a status code.
 from __future__ import annotations
 
 import operator
+import os
+import threading
+import weakref
 from typing import Any, Callable, NamedTuple
 
 import numpy as np
@@ -167,11 +170,84 @@ def normalize_axis(axis, ndim: int) -> int:
     return axis % ndim
 
 
+# ------------------------------------------------------------------ gradient buffers
+class _Owner:
+    """Base object of a pooled array (NumPy keeps it as ``arr.base`` for every view)."""
+
+    __slots__ = ("mem", "__array_interface__", "__weakref__")
+
+    def __init__(self, mem, shape, dtype):
+        self.mem = mem
+        self.__array_interface__ = {
+            "shape": tuple(shape),
+            "typestr": dtype.str,
+            "data": (mem.ctypes.data, False),
+            "version": 3,
+        }
+
+
+class _BufferPool:
+    """Recycles the memory of large gradient arrays the caller has dropped.
+
+    A fresh multi-megabyte ``np.empty`` is backed by untouched pages: the kernel's first
+    write to each page faults and the OS zeroes it, which costs as much again as writing
+    the gradient.  Arrays handed out here keep their block alive through their base object;
+    when the last array (or view) using a block is garbage-collected, the block returns
+    to the pool and the next call of the same size reuses its already-mapped pages.
+    Blocks held by the pool are bounded by ``FASTLOSS_POOL_MB`` (default 2048; 0
+    disables pooling); :func:`fastloss.release_buffers` empties it.
+    """
+
+    MIN_BYTES = 1 << 22
+
+    def __init__(self):
+        self.limit = int(float(os.environ.get("FASTLOSS_POOL_MB", 2048)) * (1 << 20))
+        self._free: dict[int, list] = {}
+        self._held = 0
+        self._lock = threading.Lock()
+
+    def empty(self, shape, dtype) -> np.ndarray:
+        dtype = np.dtype(dtype)
+        n = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        if n < self.MIN_BYTES or self.limit <= 0:
+            return np.empty(shape, dtype)
+        with self._lock:
+            blocks = self._free.get(n)
+            mem = blocks.pop() if blocks else None
+            if mem is not None:
+                self._held -= n
+        if mem is None:
+            mem = np.empty(n, np.uint8)
+        owner = _Owner(mem, shape, dtype)
+        weakref.finalize(owner, self._put, mem)
+        return np.asarray(owner)
+
+    def _put(self, mem) -> None:
+        n = mem.nbytes
+        with self._lock:
+            if self._held + n <= self.limit:
+                self._free.setdefault(n, []).append(mem)
+                self._held += n
+
+    def release(self) -> None:
+        with self._lock:
+            self._free.clear()
+            self._held = 0
+
+
+POOL = _BufferPool()
+
+
+def release_buffers() -> None:
+    """Free the gradient memory fastloss keeps for reuse (see ``FASTLOSS_POOL_MB``)."""
+    POOL.release()
+
+
 def prepare_out(out, x: np.ndarray, grad: bool) -> np.ndarray:
     """The gradient buffer: ``out`` after checks, or a fresh array (``(0,)*ndim`` when
     ``grad=False`` so kernels keep one signature)."""
     if out is None:
-        return np.empty(x.shape if grad else (0,) * x.ndim, dtype=x.dtype)
+        return POOL.empty(x.shape, x.dtype) if grad else np.empty((0,) * x.ndim, x.dtype)
     if not grad:
         raise ValueError("out= was given but grad=False: there is no gradient to write")
     if not isinstance(out, np.ndarray):
