@@ -36,7 +36,6 @@ import numpy as np
 
 from ._config import pick
 from ._core import (
-    LossResult,
     as_float_like,
     as_input,
     check_reduction,
@@ -248,7 +247,10 @@ def binary_cross_entropy_with_logits(input, target, weight=None, pos_weight=None
 
     .. math::
         \ell_i = w_i \left[ (1 - t_i) x_i - (1 + (p_i - 1) t_i) \log\sigma(x_i) \right],
-        \qquad \frac{\partial \ell_i}{\partial x_i} = w_i \left[ (p_i t_i + 1 - t_i)\,\sigma(x_i) - p_i t_i \right]
+
+    .. math::
+        \frac{\partial \ell_i}{\partial x_i} =
+        w_i \left[ (p_i t_i + 1 - t_i)\,\sigma(x_i) - p_i t_i \right]
 
     with ``log_sigmoid(x) = min(x, 0) - log1p(exp(-|x|))``: finite for every finite logit
     (``|x|`` up to the float maximum).  ``+-inf`` logits give what PyTorch gives (e.g. NaN
@@ -269,7 +271,8 @@ def binary_cross_entropy_with_logits(input, target, weight=None, pos_weight=None
 
     Example:
         >>> import numpy as np, fastloss as fl
-        >>> loss, g = fl.binary_cross_entropy_with_logits(np.array([0.0, 2.0]), np.array([1.0, 0.0]))
+        >>> loss, g = fl.binary_cross_entropy_with_logits(np.array([0.0, 2.0]),
+        ...     np.array([1.0, 0.0]))
         >>> print(f"{loss:.4f}", np.round(g, 4))
         1.4100 [-0.25    0.4404]
     """
@@ -309,7 +312,8 @@ def sigmoid_focal_loss(input, target, *, alpha=0.25, gamma=2.0, reduction="mean"
 
     Example:
         >>> import numpy as np, fastloss as fl
-        >>> loss, g = fl.sigmoid_focal_loss(np.array([0.0, 3.0]), np.array([1.0, 1.0]), reduction="sum")
+        >>> loss, g = fl.sigmoid_focal_loss(np.array([0.0, 3.0]),
+        ...     np.array([1.0, 1.0]), reduction="sum")
         >>> print(f"{loss:.5f}", [round(float(v), 5) for v in g])
         0.04335 [-0.07457, -8e-05]
     """
@@ -329,7 +333,8 @@ def soft_margin_loss(input, target, *, reduction="mean", grad=True, out=None):
     r"""Two-class logistic loss on +-1 labels, as ``F.soft_margin_loss``.
 
     .. math::
-        \ell_i = \log(1 + e^{-t_i x_i}),\qquad \frac{\partial \ell_i}{\partial x_i} = -t_i\, \sigma(-t_i x_i)
+        \ell_i = \log(1 + e^{-t_i x_i}),\qquad
+        \frac{\partial \ell_i}{\partial x_i} = -t_i\, \sigma(-t_i x_i)
 
     Like PyTorch, any target values are accepted (not only +-1).  Computed in the stable
     softplus form: where PyTorch's ``log1p(exp(-t x))`` overflows to inf (and its gradient
@@ -346,7 +351,8 @@ def soft_margin_loss(input, target, *, reduction="mean", grad=True, out=None):
 
     Example:
         >>> import numpy as np, fastloss as fl
-        >>> loss, g = fl.soft_margin_loss(np.array([0.0, 2.0]), np.array([1.0, -1.0]), reduction="sum")
+        >>> loss, g = fl.soft_margin_loss(np.array([0.0, 2.0]),
+        ...     np.array([1.0, -1.0]), reduction="sum")
         >>> print(f"{loss:.4f}", np.round(g, 4))
         2.8201 [-0.5     0.8808]
     """
@@ -394,7 +400,8 @@ def l1_loss(input, target, *, reduction="mean", grad=True, out=None):
 
     Example:
         >>> import numpy as np, fastloss as fl
-        >>> loss, g = fl.l1_loss(np.array([1.0, 2.0, 3.0]), np.array([1.5, 2.0, 2.0]), reduction="sum")
+        >>> loss, g = fl.l1_loss(np.array([1.0, 2.0, 3.0]),
+        ...     np.array([1.5, 2.0, 2.0]), reduction="sum")
         >>> print(loss, g)
         1.5 [-1.  0.  1.]
     """
@@ -407,7 +414,8 @@ def smooth_l1_loss(input, target, *, beta=1.0, reduction="mean", grad=True, out=
     r"""Smooth L1 loss, as ``F.smooth_l1_loss``.
 
     .. math::
-        \ell_i = \begin{cases} 0.5\, d_i^2 / \beta & |d_i| < \beta \\ |d_i| - 0.5 \beta & \text{otherwise} \end{cases},
+        \ell_i = \begin{cases} 0.5\, d_i^2 / \beta & |d_i| < \beta \\
+                 |d_i| - 0.5 \beta & \text{otherwise} \end{cases},
         \qquad d = x - t
 
     Gradient ``clip(d / beta, -1, 1)`` (+-1 at ``|d| = beta``).  ``beta == 0`` is exactly
@@ -423,7 +431,8 @@ def smooth_l1_loss(input, target, *, beta=1.0, reduction="mean", grad=True, out=
 
     Example:
         >>> import numpy as np, fastloss as fl
-        >>> loss, g = fl.smooth_l1_loss(np.array([0.5, 3.0]), np.array([0.0, 0.0]), reduction="none")
+        >>> loss, g = fl.smooth_l1_loss(np.array([0.5, 3.0]),
+        ...     np.array([0.0, 0.0]), reduction="none")
         >>> print(loss, g)
         [0.125 2.5  ] [0.5 1. ]
     """
@@ -444,7 +453,8 @@ def huber_loss(input, target, *, delta=1.0, reduction="mean", grad=True, out=Non
     r"""Huber loss, as ``F.huber_loss``.
 
     .. math::
-        \ell_i = \begin{cases} 0.5\, d_i^2 & |d_i| < \delta \\ \delta (|d_i| - 0.5 \delta) & \text{otherwise} \end{cases},
+        \ell_i = \begin{cases} 0.5\, d_i^2 & |d_i| < \delta \\
+                 \delta (|d_i| - 0.5 \delta) & \text{otherwise} \end{cases},
         \qquad d = x - t
 
     Gradient ``clip(d, -delta, delta)`` (+-delta at ``|d| = delta``).
@@ -509,7 +519,7 @@ def _margin(margin):
 
 @register("margin")
 def hinge_loss(input, target, *, margin=1.0, reduction="mean", grad=True, out=None):
-    r"""Hinge loss (SVM): :math:`\ell_i = \max(0, m - t_i x_i)` with labels :math:`t_i \in \{-1, +1\}`.
+    r"""Hinge loss (SVM): :math:`\ell_i = \max(0, m - t_i x_i)`, labels :math:`t_i \in \{-1, 1\}`.
 
     Gradient ``-t`` where ``t x <= margin``, else 0.
     Subgradient convention at the kink (``t x == margin``): ``-t``, i.e. the kink counts
@@ -529,7 +539,8 @@ def hinge_loss(input, target, *, margin=1.0, reduction="mean", grad=True, out=No
 
     Example:
         >>> import numpy as np, fastloss as fl
-        >>> loss, g = fl.hinge_loss(np.array([2.0, 0.5, 1.0]), np.array([1.0, 1.0, 1.0]), reduction="none")
+        >>> loss, g = fl.hinge_loss(np.array([2.0, 0.5, 1.0]),
+        ...     np.array([1.0, 1.0, 1.0]), reduction="none")
         >>> print(loss, g)
         [0.  0.5 0. ] [ 0. -1. -1.]
     """
@@ -552,7 +563,8 @@ def squared_hinge_loss(input, target, *, margin=1.0, reduction="mean", grad=True
 
     Example:
         >>> import numpy as np, fastloss as fl
-        >>> loss, g = fl.squared_hinge_loss(np.array([0.5, 0.5]), np.array([1.0, -1.0]), reduction="none")
+        >>> loss, g = fl.squared_hinge_loss(np.array([0.5, 0.5]),
+        ...     np.array([1.0, -1.0]), reduction="none")
         >>> print(loss, g)
         [0.25 2.25] [-1.  3.]
     """
@@ -577,7 +589,8 @@ def perceptron_loss(input, target, *, reduction="mean", grad=True, out=None):
 
     Example:
         >>> import numpy as np, fastloss as fl
-        >>> loss, g = fl.perceptron_loss(np.array([2.0, 0.5, 0.0]), np.array([1.0, -1.0, 1.0]), reduction="none")
+        >>> loss, g = fl.perceptron_loss(np.array([2.0, 0.5, 0.0]),
+        ...     np.array([1.0, -1.0, 1.0]), reduction="none")
         >>> print(loss, g)
         [0.  0.5 0. ] [ 0.  1. -1.]
     """
@@ -601,7 +614,8 @@ def exponential_loss(input, target, *, reduction="mean", grad=True, out=None):
 
     Example:
         >>> import numpy as np, fastloss as fl
-        >>> loss, g = fl.exponential_loss(np.array([0.0, 1.0]), np.array([1.0, -1.0]), reduction="none")
+        >>> loss, g = fl.exponential_loss(np.array([0.0, 1.0]),
+        ...     np.array([1.0, -1.0]), reduction="none")
         >>> print(np.round(loss, 4), np.round(g, 4))
         [1.     2.7183] [-1.      2.7183]
     """
@@ -625,7 +639,8 @@ def zero_one_loss(input, target, *, reduction="mean", grad=True, out=None):
 
     Example:
         >>> import numpy as np, fastloss as fl
-        >>> loss, g = fl.zero_one_loss(np.array([2.0, 0.5, 0.0, -1.0]), np.array([1.0, -1.0, 1.0, -1.0]))
+        >>> loss, g = fl.zero_one_loss(np.array([2.0, 0.5, 0.0, -1.0]),
+        ...     np.array([1.0, -1.0, 1.0, -1.0]))
         >>> print(loss, g)
         0.5 [0. 0. 0. 0.]
     """
@@ -660,7 +675,8 @@ def poisson_nll_loss(input, target, *, log_input=True, full=False, eps=1e-8,
 
     Example:
         >>> import numpy as np, fastloss as fl
-        >>> loss, g = fl.poisson_nll_loss(np.array([0.0, 1.0]), np.array([1.0, 2.0]), reduction="none")
+        >>> loss, g = fl.poisson_nll_loss(np.array([0.0, 1.0]),
+        ...     np.array([1.0, 2.0]), reduction="none")
         >>> print(np.round(loss, 4), np.round(g, 4))
         [1.     0.7183] [0.     0.7183]
     """
