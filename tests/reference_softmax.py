@@ -295,7 +295,9 @@ def softmax_focal_loss(input, target, weight=None, *, gamma=2.0, ignore_index=-1
     """``-w_y (1 - p_y)**gamma log p_y`` per non-ignored row; "mean" divides by the sum of
     the weights of the non-ignored targets (as cross-entropy).
 
-    With f(p) = -(1-p)^g log p:  d/dx_j = w_y [g p (1-p)^(g-1) log p - (1-p)^g] (d_jy - p_j).
+    With f(p) = -(1-p)^g log p:  d/dx_j = w_y [g p (1-p)^(g-1) log p - (1-p)^g] (d_jy - p_j),
+    taking p log p = 0 at p = 0 (a -inf target logit: loss +inf, gradient the finite CE
+    limit ``w_y (p - onehot)``, as cross-entropy gives).
     """
     gamma = float(gamma)
     x2, bs, ax = _rows(input, axis)
@@ -314,11 +316,13 @@ def softmax_focal_loss(input, target, weight=None, *, gamma=2.0, ignore_index=-1
         q = -np.expm1(lpy)  # 1 - p_y, accurate when p_y ~ 1
         mod = q ** gamma
         per = np.where(keep, -wy * mod * lpy, 0.0)
+        # a = gamma p (1-p)^(gamma-1) log p, with 0 log 0 = 0 (p_y = 0: the CE limit) and
+        # a -> 0 as p -> 1 for gamma < 1
+        plogp = np.where(py == 0, 0.0, py * lpy)
         if gamma == 0:
             a = np.zeros(R)
         else:
-            a = np.where(q == 0, 0.0, gamma * py * lpy * q ** (gamma - 1)) if gamma < 1 else (
-                gamma * py * lpy * q ** (gamma - 1))
+            a = np.where(q == 0, 0.0, gamma * plogp * q ** (gamma - 1))
         coef = wy * (a - mod)  # d per / d p_y * p_y
         onehot = np.zeros((R, C))
         onehot[rows, ys] = 1.0
