@@ -18,6 +18,11 @@ Conventions shared by all of them
   and an empty array for ``"none"``.
 * ``grad`` is d loss / d input of the reduced loss (for ``"none"``: of the sum of the
   per-element losses).
+* ``weight`` / ``pos_weight`` broadcast to the input's shape (``ValueError`` naming both
+  shapes otherwise).  Scalar, per-last-dim ``(C,)``, per-row ``(N, 1)`` and full-shape
+  operands (and generally any operand that varies only along a leading and/or a trailing
+  group of axes) are read in place; other broadcasts, e.g. ``(N, 1, C)`` weights on an
+  ``(N, H, C)`` input, are first expanded to the input's shape (one input-sized copy).
 * Checks that need a full pass (probabilities in [0, 1] for :func:`binary_cross_entropy`,
   targets in {-1, +1} for the margin losses) are made inside the fused kernel and raised
   as ``ValueError`` afterwards.  When that happens ``out`` may already hold part of the
