@@ -43,6 +43,7 @@ Keep the set small: every case costs a kernel call on every loss it is used with
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Iterator
 from typing import NamedTuple
 
@@ -110,7 +111,9 @@ def layouts(a, tmp_path=None) -> Iterator[tuple[str, np.ndarray]]:
         yield "byteswapped", a.astype(a.dtype.newbyteorder())
 
     if tmp_path is not None and a.size:
-        fn = os.path.join(str(tmp_path), f"edge_{a.dtype.str.strip('<>|=')}_{a.size}.dat")
+        os.makedirs(str(tmp_path), exist_ok=True)
+        fd, fn = tempfile.mkstemp(suffix=".dat", prefix="edge_", dir=str(tmp_path))
+        os.close(fd)
         mm = np.memmap(fn, dtype=a.dtype, mode="w+", shape=a.shape)
         mm[...] = a
         mm.flush()

@@ -214,6 +214,19 @@ class TestReferences:
             assert_close(got[0], exp[0], err_msg=f"{name} {reduction}")
             assert_close(got[1], exp[1], err_msg=f"{name} {reduction}")
 
+    @pytest.mark.parametrize("dtype", DTYPES)
+    @pytest.mark.parametrize("name", names("softmax"))
+    def test_registry_fastloss_vs_numpy(self, name, dtype):
+        """Every benchmarked path is tested: registry fastloss == registry numpy."""
+        e = REGISTRY[name]
+        rng = np.random.default_rng(7)
+        args, kw = e["inputs"](rng, (37, 129), dtype)
+        reds = DIV_REDUCTIONS if "div" in name else REDUCTIONS
+        for reduction in reds:
+            res = e["fastloss"](*args, reduction=reduction, **kw)
+            exp = e["numpy"](*_round_args(args, dtype), reduction=reduction, **kw)
+            assert_result(res, args[0], *exp, reduction, loss_shape=(37,), err_msg=name)
+
     def test_focal_reference_vs_torch_and_ce(self):
         rng = np.random.default_rng(5)
         x = 2 * rng.standard_normal((8, 5))
@@ -539,6 +552,9 @@ def _teacher(x):
 
 
 FAMILY = {
+    "ce_weight_ls_ignore": ("cross_entropy", ref.cross_entropy, lambda x, t, rng: (
+        (np.where(np.arange(t.size) % 4 == 1, 1, t), np.linspace(0.5, 1.5, x.shape[-1])),
+        dict(label_smoothing=0.2, ignore_index=1))),
     # name: (fastloss fn name, reference, build(x, t, rng) -> (args, kwargs))
     "ce_zloss": ("cross_entropy", ref.cross_entropy,
                  lambda x, t, rng: ((t,), dict(z_loss=1e-3))),
@@ -834,6 +850,30 @@ def test_out_and_grad_false(dtype):
             assert np.asarray(nog.loss).dtype == dtype
             same = np.array_equal(np.asarray(nog.loss), np.asarray(base.loss), equal_nan=True)
             assert same, label
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_family_layouts_unchanged_inputs(dtype, tmp_path):
+    """Every family member: any layout of the input (and of array arguments) gives the
+    C-contiguous result bit for bit, and leaves the input untouched."""
+    rng = np.random.default_rng(51)
+    x = (2 * rng.standard_normal((9, 11))).astype(dtype)
+    x[2, 3] = -np.inf
+    for label, fn, args, kw in _family_calls(x, rng):
+        base = fn(x, *args, reduction="none", **kw)
+        assert base.loss.shape == (9,) and base.loss.dtype == dtype, label
+        assert base.grad.shape == x.shape and base.grad.dtype == dtype, label
+        for lname, xl in edges.layouts(x, tmp_path / label):
+            before = snapshot(xl, *args)
+            res = fn(xl, *args, reduction="none", **kw)
+            assert_unchanged(before, xl, *args)
+            bitwise_equal(res, base)
+            assert res.loss.dtype == dtype, (label, lname)
+        for k, a in enumerate(args):
+            if isinstance(a, np.ndarray) and a.ndim:
+                for _lname, al in edges.layouts(a, tmp_path / f"{label}_{k}"):
+                    args2 = args[:k] + (al,) + args[k + 1:]
+                    bitwise_equal(fn(x, *args2, reduction="none", **kw), base)
 
 
 # ================================================================= 6. errors
