@@ -51,7 +51,14 @@ IMPL_LABEL = {
     "fastloss_out": "fastloss `out=`",
     "numpy": "NumPy",
     "torch": "PyTorch",
+    "torch_1t": "PyTorch, 1 thread",
 }
+
+#: Tiny (per-call) cases also time PyTorch on one thread: with two, its per-call time on a
+#: shared 2-core machine swings from ~0.2 to 10+ ms (thread hand-offs), which would make
+#: any speedup meaningless.  Ratios then use PyTorch's faster setting.
+TORCH_1T = "torch_1t"
+
 
 #: Other processes' CPU use (cores) above which a case is flagged as measured under contention.
 CONTENDED = 0.25
@@ -145,13 +152,31 @@ def wait_quiet(timeout: float, log, window: float = 3.0, limit: float = 0.2) -> 
 
 
 # ---------------------------------------------------------------------------- timing
-def _time_once(fn) -> float:
-    t0 = time.perf_counter()
-    fn()
-    return time.perf_counter() - t0
+def _one_thread(fn):
+    """``fn`` marked to run with ``torch.set_num_threads(1)`` (switched per sample)."""
+
+    def run():
+        return fn()
+
+    run.torch_threads = 1
+    return run
 
 
 def _sample(fn, inner: int) -> float:
+    n = getattr(fn, "torch_threads", None)
+    if n is None:
+        return _sample_plain(fn, inner)
+    import torch
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        return _sample_plain(fn, inner)
+    finally:
+        torch.set_num_threads(old)
+
+
+def _sample_plain(fn, inner: int) -> float:
     """Seconds per call over one sample of ``inner`` calls (results dropped at once)."""
     if inner == 1:
         t0 = time.perf_counter()
@@ -183,7 +208,9 @@ def run_case(case, impls, plan, first_call, log):
         "missing": [i for i in cases.IMPLS if i not in impls],
         "check": {},
     }
-    fns = {impl: cases.setup(case, impl, data) for impl in impls}
+    fns = {impl: cases.setup(case, impl, data) for impl in impls if impl != TORCH_1T}
+    if TORCH_1T in impls:
+        fns[TORCH_1T] = _one_thread(fns["torch"])
 
     # Warm-up (untimed apart from fastloss's first call in the process) + cross-check of
     # the loss and gradient against PyTorch's, one gradient alive at a time.
@@ -209,7 +236,7 @@ def run_case(case, impls, plan, first_call, log):
     # Calibrate: calls per sample so that a sample lasts at least min_sample seconds.
     est, inner = {}, {}
     for impl in impls:
-        est[impl] = min(_time_once(fns[impl]) for _ in range(2 if case.elements > 1e7 else 5))
+        est[impl] = min(_sample(fns[impl], 1) for _ in range(2 if case.elements > 1e7 else 5))
         inner[impl] = max(1, math.ceil(plan["min_sample"] / max(est[impl], 1e-9)))
         if not case.per_call:
             inner[impl] = min(inner[impl], 50)
@@ -257,11 +284,13 @@ def run_case(case, impls, plan, first_call, log):
 def derive(res, bw):
     t = {k: v["median_s"] for k, v in res["impls"].items()}
     d = {}
+    torch_t = min(t["torch"], t.get(TORCH_1T, math.inf))  # PyTorch's faster thread setting
+    d["torch_best_s"] = torch_t
     if "fastloss" in t:
-        d["vs_torch"] = t["torch"] / t["fastloss"]
+        d["vs_torch"] = torch_t / t["fastloss"]
         d["vs_numpy"] = t["numpy"] / t["fastloss"]
     if "fastloss_out" in t:
-        d["out_vs_torch"] = t["torch"] / t["fastloss_out"]
+        d["out_vs_torch"] = torch_t / t["fastloss_out"]
         d["out_vs_numpy"] = t["numpy"] / t["fastloss_out"]
         d["out_GBps"] = res["bytes_moved"] / t["fastloss_out"] / 1e9
         d["bw_out"] = res["bytes_moved"] / t["fastloss_out"] / bw
@@ -370,7 +399,9 @@ def write_markdown(path, meta, results, tgts, bw, first_call):
     L.append(
         f"Time per call (loss **and** gradient), float32, median of interleaved rounds, "
         f"{meta['threads']} threads for every implementation.[^m] "
-        "Speedup = the other implementation's time / fastloss's time (higher is better)."
+        "Speedup = the other implementation's time / fastloss's time (higher is better). "
+        "For per-call rows PyTorch is also timed on 1 thread and the ratios use its faster "
+        "setting."
     )
     if quick:
         L.append("")
@@ -390,11 +421,14 @@ def write_markdown(path, meta, results, tgts, bw, first_call):
             return fmt_time(t[i]["median_s"]) if i in t else "n/a"
 
         shape = r["label"] + (" (per call)" if r["per_call"] else "")
+        torch_cell = cell("torch")
+        if TORCH_1T in t:
+            torch_cell += f" (1 thread: {cell(TORCH_1T)})"
         gbps = "—" if r["per_call"] or "out_GBps" not in d else f"{d['out_GBps']:.1f}"
         frac = "—" if r["per_call"] or "bw_out" not in d else f"{d['bw_out']:.0%}"
         L.append(
             f"| `{r['loss']}` | {shape} | {cell('fastloss')} | {cell('fastloss_out')} "
-            f"| {cell('numpy')} | {cell('torch')} | {fmt_x(d.get('vs_torch'))} "
+            f"| {cell('numpy')} | {torch_cell} | {fmt_x(d.get('vs_torch'))} "
             f"| {fmt_x(d.get('vs_numpy'))} | {fmt_x(d.get('out_vs_torch'))} | {gbps} | {frac} |"
         )
     missing = sorted({r["loss"] for r in results if r["missing"]})
@@ -621,6 +655,8 @@ def main(argv=None):
     results, first_call = [], {}
     for case in case_list:
         impls = list(cases.available(case))
+        if case.per_call:
+            impls.append(TORCH_1T)
         log(f"{case.id}: {', '.join(impls)}")
         r = run_case(case, impls, plan, first_call, log)
         cases.clear_data()

@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import argparse
 import os
+import pathlib
+import re
 import statistics
 import sys
 import time
@@ -95,14 +97,21 @@ def measure(loss, classes, works, threads, rounds, min_sample, log):
 
 
 def crossover(rows):
-    """Smallest work from which parallel wins at every larger measured size (None: never)."""
+    """The first size from which parallel wins at every larger measured size (None: never)."""
     best = None
     for row in reversed(rows):
         if row["parallel"] < row["serial"]:
-            best = row["work"]
+            best = row
         else:
             break
     return best
+
+
+def library_default() -> str:
+    """PARALLEL_MIN_WORK's default as written in _config.py (the env var overrides it here)."""
+    src = pathlib.Path(_config.__file__).read_text()
+    m = re.search(r'FASTLOSS_PARALLEL_MIN_WORK",\s*([0-9_]+)', src)
+    return m.group(1) if m else "?"
 
 
 def main(argv=None):
@@ -154,8 +163,7 @@ def main(argv=None):
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     log(
         f"fastloss {fastloss.__version__}, {args.loss}, threads {args.threads} "
-        f"({fastloss.threading_layer()}), current PARALLEL_MIN_WORK default in _config.py; "
-        f"load average {load:.2f}"
+        f"({fastloss.threading_layer()}); load average {load:.2f}"
     )
     cross = {}
     for c in shapes:
@@ -175,20 +183,31 @@ def main(argv=None):
                 "  note: little parallel gain even at the largest size -- is the parallel "
                 "build actually taken (pick(k, work))? is the machine busy?"
             )
-        log(f"  crossover: {cross[c] if cross[c] is not None else 'none in range'}")
+        log(f"  crossover: {_fmt(cross[c])}")
 
-    found = [v for v in cross.values() if v is not None]
+    found = [v["work"] for v in cross.values() if v is not None]
     log("")
     log(
         "crossover (work = elements) per row length: "
-        + ", ".join(f"{c if c else 'elementwise'}: {v}" for c, v in cross.items())
+        + "; ".join(f"{c if c else 'elementwise'}: {_fmt(v)}" for c, v in cross.items())
     )
+    log(f"PARALLEL_MIN_WORK default in fastloss/_config.py: {library_default()}")
     if found:
         log(
-            f"suggested PARALLEL_MIN_WORK (largest crossover, powers of two measured): {max(found)}"
+            f"suggested PARALLEL_MIN_WORK (largest crossover, sizes doubling): {max(found)}; "
+            "if the crossovers differ a lot between row lengths, the work count alone cannot "
+            "place the switch (see the rows)"
         )
     else:
         log("no crossover found in the measured range")
+
+
+def _fmt(row) -> str:
+    if row is None:
+        return "none in range"
+    shape = row["shape"]
+    rows = f" ({shape[0]} rows)" if len(shape) == 2 else ""
+    return f"{row['work']}{rows}"
 
 
 if __name__ == "__main__":
