@@ -624,6 +624,36 @@ def test_family_vs_reference_on_edge_cases(name, case_name, dtype):
                       err_msg=f"{case.name} {reduction}")
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_zloss_softcap_denominators_with_ignore_and_weights(dtype):
+    """z-loss: z * lse**2 per non-ignored row, divided by the number of non-ignored rows
+    under "mean" (Liger), while the CE part divides by the weight sum (PyTorch)."""
+    rng = np.random.default_rng(34)
+    x = (3 * rng.standard_normal((17, 6))).astype(dtype)
+    t = rng.integers(0, 6, 17)
+    t[[0, 4, 5, 11]] = -100
+    w = (rng.random(6) * 3).astype(dtype)
+    for reduction in REDUCTIONS:
+        for kw in (dict(z_loss=0.05), dict(z_loss=0.05, softcap=2.5, label_smoothing=0.1),
+                   dict(softcap=1.5)):
+            res = fl.cross_entropy(x, t, w, reduction=reduction, **kw)
+            exp = ref.cross_entropy(up(x, dtype), t, up(w, dtype), reduction=reduction, **kw)
+            assert_result(res, x, *exp, reduction, loss_shape=(17,), err_msg=str(kw))
+            assert np.all(res.grad[[0, 4, 5, 11]] == 0)
+    # explicit decomposition of the mean
+    z = 0.05
+    ce = fl.cross_entropy(x, t, w, reduction="mean").loss
+    lse = ref.logsumexp(up(x, dtype))
+    keep = t != -100
+    want = np.float64(ce) + z * np.sum(lse[keep] ** 2) / keep.sum()
+    assert_close(fl.cross_entropy(x, t, w, z_loss=z, reduction="mean").loss, want, dtype)
+    # probability targets: every row counts
+    p = np.full(x.shape, 1.0 / 6, dtype)
+    res = fl.cross_entropy(x, p, z_loss=z, reduction="mean")
+    exp = ref.cross_entropy(up(x, dtype), up(p, dtype), z_loss=z, reduction="mean")
+    assert_result(res, x, *exp, "mean")
+
+
 @pytest.mark.parametrize("name", list(FAMILY))
 def test_family_gradients_central_differences(name):
     """fastloss's float64 gradient vs central differences of fastloss's own loss."""
