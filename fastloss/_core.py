@@ -8,6 +8,7 @@ are done inside the fused kernels and reported back through a status code.
 
 from __future__ import annotations
 
+import math
 import operator
 import os
 import threading
@@ -29,6 +30,8 @@ __all__ = [
     "readonly",
     "finish",
     "normalize_axis",
+    "to_dtype",
+    "array_to_dtype",
 ]
 
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
@@ -263,6 +266,26 @@ def prepare_out(out, x: np.ndarray, grad: bool) -> np.ndarray:
     if type(out) is not np.ndarray:
         out = out.view(np.ndarray)
     return out
+
+
+_F32_ROUNDS_TO_INF = 3.4028235677973366e38  # float32 max + half an ulp
+
+
+def to_dtype(value, dtype: np.dtype):
+    """A float64 result as a NumPy scalar of ``dtype``, overflowing to +-inf silently
+    (IEEE rounding, as PyTorch's float32 arithmetic would) instead of warning."""
+    v = float(value)
+    if dtype == np.float32 and abs(v) >= _F32_ROUNDS_TO_INF and v == v:
+        v = math.copysign(math.inf, v)
+    return dtype.type(v)
+
+
+def array_to_dtype(a: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """Float64 per-sample results as ``dtype`` (silent overflow to +-inf)."""
+    if a.dtype == dtype:
+        return a
+    with np.errstate(over="ignore"):
+        return a.astype(dtype)
 
 
 def finish(loss, g: np.ndarray, grad: bool, out) -> LossResult:

@@ -178,15 +178,17 @@ def _exp32(x):
     return p * s1 * s2
 
 
-# exp for arguments <= 0 (softmax: x - max).  One clamp, one scale factor; results below
-# the smallest normal float flush to 0 (their contribution to a softmax sum is < 1e-38).
+# exp for arguments <= 0 (softmax: x - max).  One scale factor; results below the
+# smallest normal float flush to 0 (their contribution to a softmax sum is < 1e-38);
+# positive arguments (rounding noise of a fused x*c - max*c) give exactly 1.
 _XN64 = -708.39
 _XN32 = np.float32(-87.33)
 
 
 @inline
 def _expneg64(x):
-    xc = select(x < _XN64, _XN64, x)
+    # x > 0 can only be rounding noise of (x*c - max*c) under FMA contraction: exp -> 1
+    xc = select(x > 0.0, 0.0, select(x < _XN64, _XN64, x))
     kf = (xc * _LOG2E + _ROUND64) - _ROUND64
     r = (xc - kf * _LN2_HI64) - kf * _LN2_LO64
     p = 1.0 / 6227020800.0
@@ -209,7 +211,7 @@ def _expneg64(x):
 
 @inline
 def _expneg32(x):
-    xc = select(x < _XN32, _XN32, x)
+    xc = select(x > _ZERO32, _ZERO32, select(x < _XN32, _XN32, x))
     kf = (xc * _LOG2E32 + _ROUND32) - _ROUND32
     r = (xc - kf * _LN2_HI32) - kf * _LN2_LO32
     p = _C32[0]
@@ -313,8 +315,8 @@ def vexp(x):
 
 
 def vexp_neg(x):
-    """exp(x) for x <= 0 (or NaN), vectorisable; results below the smallest normal
-    float are flushed to 0."""
+    """exp(min(x, 0)) for NaN-propagating x, vectorisable; results below the smallest
+    normal float are flushed to 0."""
     return np.exp(x)
 
 

@@ -46,6 +46,7 @@ from ._core import (
     check_reduction,
     check_same_shape,
     finish,
+    to_dtype,
     prepare_out,
     readonly,
     register,
@@ -172,9 +173,9 @@ def _run(kern, x, t, a=0.0, b=0.0, c=0.0, *, reduction, grad, out, wargs=(), on_
     if reduction == "none":
         loss = lout
     elif averaged:
-        loss = x.dtype.type(total / denom if denom else math.nan)
+        loss = to_dtype(total / denom if denom else math.nan, x.dtype)
     else:
-        loss = x.dtype.type(total)
+        loss = to_dtype(total, x.dtype)
     return finish(loss, g, grad, out)
 
 

@@ -27,6 +27,8 @@ from ._core import (
     prepare_out,
     readonly,
     register,
+    to_dtype,
+    array_to_dtype,
 )
 from ._kernels import softmax as K
 
@@ -58,19 +60,21 @@ class _Rows:
         if x.ndim == 0:
             raise ValueError("input must have at least one dimension (the class axis)")
         self.moved = axis != x.ndim - 1
+        C = x.shape[axis]
         if self.moved:
             xm = np.moveaxis(x, axis, -1)
             self.batch_shape = xm.shape[:-1]
-            self.x2 = readonly(np.ascontiguousarray(xm).reshape(-1, x.shape[axis]))
+            R = math.prod(self.batch_shape)
+            self.x2 = readonly(np.ascontiguousarray(xm).reshape(R, C))
         else:
             self.batch_shape = x.shape[:-1]
-            self.x2 = x.reshape(-1, x.shape[-1])
+            self.x2 = x.reshape(math.prod(self.batch_shape), C)
 
     def rows_of(self, t: np.ndarray) -> np.ndarray:
         """A same-shape companion array (probability targets, teacher logits) as rows."""
         if self.moved:
-            return readonly(np.ascontiguousarray(np.moveaxis(t, self.axis, -1)).reshape(self.x2.shape))
-        return t.reshape(self.x2.shape)
+            t = np.ascontiguousarray(np.moveaxis(t, self.axis, -1))
+        return readonly(t.reshape(self.x2.shape))
 
     def grad_buffer(self, out, x, grad: bool) -> tuple[np.ndarray, np.ndarray]:
         """(g2 for the kernel, the array returned as grad)."""
@@ -241,16 +245,16 @@ def cross_entropy(
     if reduction == "none":
         if zl > 0.0:
             rl += rzl
-        loss = rl.astype(x.dtype, copy=False).reshape(
+        loss = array_to_dtype(rl, x.dtype).reshape(
             tuple(s for k, s in enumerate(x.shape) if k != ax)
         )
     elif reduction == "sum":
-        loss = x.dtype.type(rl.sum() + (rzl.sum() if zl > 0.0 else 0.0))
+        loss = to_dtype(rl.sum() + (rzl.sum() if zl > 0.0 else 0.0), x.dtype)
     else:
         total = _mean_div(rl.sum(), denom) if R else np.nan
         if zl > 0.0 and R:
             total = total + _mean_div(rzl.sum(), nv)
-        loss = x.dtype.type(total)
+        loss = to_dtype(total, x.dtype)
     return LossResult(loss, g)
 
 
@@ -321,13 +325,11 @@ def nll_loss(
 
 def _finish(rl, reduction, denom, x, ax):
     if reduction == "none":
-        return rl.astype(x.dtype, copy=False).reshape(tuple(s for k, s in enumerate(x.shape) if k != ax))
+        return array_to_dtype(rl, x.dtype).reshape(tuple(s for k, s in enumerate(x.shape) if k != ax))
     total = rl.sum()
     if reduction == "sum":
-        return x.dtype.type(total)
-    if reduction == "batchmean":
-        denom = x.shape[0] if x.ndim > 1 or ax != 0 else 1
-    return x.dtype.type(_mean_div(total, denom) if rl.size else np.nan)
+        return to_dtype(total, x.dtype)
+    return to_dtype(_mean_div(total, denom) if rl.size else np.nan, x.dtype)
 
 
 # ---------------------------------------------------------------------- softmax focal
@@ -413,11 +415,11 @@ def _row_scale(reduction, x, ax, R):
 
 def _finish_rows(rl, reduction, denom, x, ax):
     if reduction == "none":
-        return rl.astype(x.dtype, copy=False).reshape(tuple(s for k, s in enumerate(x.shape) if k != ax))
+        return array_to_dtype(rl, x.dtype).reshape(tuple(s for k, s in enumerate(x.shape) if k != ax))
     total = rl.sum()
     if reduction == "sum":
-        return x.dtype.type(total)
-    return x.dtype.type(_mean_div(total, denom))
+        return to_dtype(total, x.dtype)
+    return to_dtype(_mean_div(total, denom), x.dtype)
 
 
 def _logits_pair_example(dtype):
@@ -466,7 +468,10 @@ def kl_div_with_logits(
     R = rows.x2.shape[0]
     r, denom = _row_scale(reduction, x, ax, R)
     rl = np.empty(R, np.float64)
-    pick(K.kl_logits, R * x.shape[ax])(rows.x2, t2, T, r, g2, rl)
+    if x.shape[ax] == 0:  # no classes: an empty sum
+        rl.fill(0.0)
+    else:
+        pick(K.kl_logits, R * x.shape[ax])(rows.x2, t2, T, r, g2, rl)
     rows.scatter(g2, g)
     return LossResult(_finish_rows(rl, reduction, denom, x, ax), g)
 
@@ -505,7 +510,10 @@ def js_div_with_logits(
     R = rows.x2.shape[0]
     r, denom = _row_scale(reduction, x, ax, R)
     rl = np.empty(R, np.float64)
-    pick(K.js_logits, R * x.shape[ax])(rows.x2, t2, T, r, g2, rl)
+    if x.shape[ax] == 0:  # no classes: an empty sum
+        rl.fill(0.0)
+    else:
+        pick(K.js_logits, R * x.shape[ax])(rows.x2, t2, T, r, g2, rl)
     rows.scatter(g2, g)
     return LossResult(_finish_rows(rl, reduction, denom, x, ax), g)
 
@@ -540,7 +548,10 @@ def softmax_entropy(
     R = rows.x2.shape[0]
     r, denom = _row_scale(reduction, x, ax, R)
     rl = np.empty(R, np.float64)
-    pick(K.entropy, R * x.shape[ax])(rows.x2, r, g2, rl)
+    if x.shape[ax] == 0:  # no classes: an empty sum
+        rl.fill(0.0)
+    else:
+        pick(K.entropy, R * x.shape[ax])(rows.x2, r, g2, rl)
     rows.scatter(g2, g)
     return LossResult(_finish_rows(rl, reduction, denom, x, ax), g)
 

@@ -341,7 +341,8 @@ def focal(x, y, w, ignore_index, gamma, mean, g, rl):
             rl[i] = -wy * pw * lp
             if want_g:
                 # dL/dx_j = w K (delta_jy - p_j), K = gamma (1-p)^(gamma-1) p log p - (1-p)^gamma
-                t1 = gamma * omp ** (gamma - 1.0) * p * lp if omp > 0.0 else 0.0
+                # p log p -> 0 as p -> 0, and (1-p)^(gamma-1) p log p -> 0 as p -> 1
+                t1 = gamma * omp ** (gamma - 1.0) * p * lp if (omp > 0.0 and p > 0.0) else 0.0
                 K = t1 - pw
                 gi = g[i]
                 _scale(gi, -wy * r * K / s)
@@ -351,21 +352,19 @@ def focal(x, y, w, ignore_index, gamma, mean, g, rl):
 
 # ------------------------------------------------------------- distillation divergences
 @rowfn
-def _exp_scaled(xi, it, m, buf):
-    """buf[j] = exp(x_j/T - m)."""
+def _exp_scaled(xi, it, M, buf):
+    """buf[j] = exp((x_j - M) / T), M the row max (shift first: exact 0 at the max)."""
     ic = xi.dtype.type(it)
-    md = xi.dtype.type(m)
     for j in range(xi.shape[0]):
-        buf[j] = vexp_neg(xi[j] * ic - md)
+        buf[j] = vexp_neg((xi[j] - M) * ic)
 
 
 @rowfn
-def _kl_terms(si, ti, it, ma, mb, eb, d):
-    """d_j = p~_t,j ((t_j/T - mb) - (s_j/T - ma)), 0 where the teacher weight is 0."""
-    ic = si.dtype.type(it)
+def _kl_terms(si, ti, it, Ms, Mt, eb, d):
+    """d_j = e_t,j ((t_j - Mt)/T - (s_j - Ms)/T), 0 where the teacher weight is 0."""
     for j in range(si.shape[0]):
-        dj = (ti[j] * ic - si.dtype.type(mb)) - (si[j] * ic - si.dtype.type(ma))
-        d[j] = select(eb[j] > 0, eb[j] * dj, 0.0)
+        dj = (ti[j] - Mt) * it - (si[j] - Ms) * it
+        d[j] = select(eb[j] == 0, 0.0, eb[j] * dj)  # 0 log 0 = 0; NaN propagates
 
 
 @kernel
@@ -381,14 +380,14 @@ def kl_logits(xs, xt, temp, r, g, rl):
         for i in range(b * ROWS_PER_BLOCK, min(R, (b + 1) * ROWS_PER_BLOCK)):
             si = xs[i]
             ti = xt[i]
-            ma = float(xs.dtype.type(float(row_max(si)) * it))
-            mb = float(xs.dtype.type(float(row_max(ti)) * it))
-            _exp_scaled(ti, it, mb, eb)
+            Ms = row_max(si)
+            Mt = row_max(ti)
+            _exp_scaled(ti, it, Mt, eb)
             Sb = row_sum(eb)
-            _kl_terms(si, ti, it, ma, mb, eb, d)
+            _kl_terms(si, ti, it, Ms, Mt, eb, d)
             D = row_sum(d)
             ea = g[i] if want_g else ea_s
-            _exp_scaled(si, it, ma, ea)
+            _exp_scaled(si, it, Ms, ea)
             Sa = row_sum(ea)
             rl[i] = temp * temp * (D / Sb - math.log(Sb) + math.log(Sa))
             if want_g:
@@ -397,7 +396,7 @@ def kl_logits(xs, xt, temp, r, g, rl):
 
 
 @rowfn
-def _js_row(ai, bi, it, ma, mb, ea, eb, Sa, Sb, u, v):
+def _js_row(ai, bi, it, Ma, Mb, ea, eb, Sa, Sb, u, v):
     """u_j = p_j (log p_j - log m_j), v_j = q_j (log q_j - log m_j), 0 log 0 = 0."""
     la = math.log(Sa)
     lb = math.log(Sb)
@@ -407,17 +406,17 @@ def _js_row(ai, bi, it, ma, mb, ea, eb, Sa, Sb, u, v):
         p = ea[j] * ia
         q = eb[j] * ib
         lm = vlog(0.5 * (p + q))
-        lp = (ai[j] * it - ma) - la
-        lq = (bi[j] * it - mb) - lb
-        u[j] = select(p > 0, p * (lp - lm), 0.0)
-        v[j] = select(q > 0, q * (lq - lm), 0.0)
+        lp = (ai[j] - Ma) * it - la
+        lq = (bi[j] - Mb) * it - lb
+        u[j] = select(p == 0, 0.0, p * (lp - lm))  # 0 log 0 = 0; NaN propagates
+        v[j] = select(q == 0, 0.0, q * (lq - lm))
 
 
 @rowfn
-def _exp_scaled64(xi, it, m, buf):
-    """buf[j] = exp(x_j/T - m) in float64."""
+def _exp_scaled64(xi, it, M, buf):
+    """buf[j] = exp((x_j - M) / T) in float64."""
     for j in range(xi.shape[0]):
-        buf[j] = vexp_neg(xi[j] * it - m)
+        buf[j] = vexp_neg((xi[j] - M) * it)
 
 
 @rowfn
@@ -440,13 +439,13 @@ def js_logits(xa, xb, temp, r, g, rl):
         for i in range(b * ROWS_PER_BLOCK, min(R, (b + 1) * ROWS_PER_BLOCK)):
             ai = xa[i]
             bi = xb[i]
-            ma = float(row_max(ai)) * it
-            mb = float(row_max(bi)) * it
-            _exp_scaled64(ai, it, ma, ea)
+            Ma = float(row_max(ai))
+            Mb = float(row_max(bi))
+            _exp_scaled64(ai, it, Ma, ea)
             Sa = row_sum(ea)
-            _exp_scaled64(bi, it, mb, eb)
+            _exp_scaled64(bi, it, Mb, eb)
             Sb = row_sum(eb)
-            _js_row(ai, bi, it, ma, mb, ea, eb, Sa, Sb, u, v)
+            _js_row(ai, bi, it, Ma, Mb, ea, eb, Sa, Sb, u, v)
             kp = row_sum(u)
             kq = row_sum(v)
             rl[i] = 0.5 * (kp + kq)
@@ -458,14 +457,14 @@ def js_logits(xa, xb, temp, r, g, rl):
 @rowfn
 def _entropy_terms(xi, m, e, d):
     for j in range(xi.shape[0]):
-        d[j] = select(e[j] > 0, e[j] * (xi[j] - m), 0.0)
+        d[j] = select(e[j] == 0, 0.0, e[j] * (xi[j] - m))  # NaN propagates
 
 
 @rowfn
 def _entropy_grad(gi, xi, m, e, iS, mu, r):
     for j in range(gi.shape[0]):
         gj = -(e[j] * iS) * ((xi[j] - m) - mu) * r
-        gi[j] = select(e[j] > 0, gj, 0.0)
+        gi[j] = select(e[j] == 0, 0.0, gj)
 
 
 @kernel
@@ -485,11 +484,22 @@ def entropy(x, r, g, rl):
             mu = row_sum(d) / S  # sum p (x - m)
             rl[i] = math.log(S) - mu
             if want_g:
-                _entropy_grad(g[i], xi, m, e, 1.0 / S, mu, r)
+                if mu != mu:  # NaN softmax (NaN, +inf or all -inf in the row): NaN gradient
+                    _fill(g[i], np.nan)
+                else:
+                    _entropy_grad(g[i], xi, m, e, 1.0 / S, mu, r)
     return 0
 
 
 # ------------------------------------------------------------------------- utilities
+@rowfn
+def _has_nan(xi):
+    for j in range(xi.shape[0]):
+        if xi[j] != xi[j]:
+            return True
+    return False
+
+
 @rowfn
 def _sub_const(xi, m, ls, oi):
     for j in range(xi.shape[0]):
@@ -514,5 +524,9 @@ def softmax_rows(x, mode, out):
                 _sub_const(xi, m, out.dtype.type(math.log(s)), out[i])
             else:
                 lse = float(m) + math.log(s)
-                out[i, 0] = lse if m > -np.inf else m  # all -inf row: -inf, not nan
+                if m == -np.inf:  # all -inf row: -inf, not nan
+                    lse = -np.inf
+                elif m == np.inf:  # +inf in the row: +inf, unless a NaN is there too
+                    lse = np.nan if _has_nan(xi) else np.inf
+                out[i, 0] = lse
     return 0
