@@ -9,19 +9,8 @@ from importlib.metadata import version as _version
 
 from ._config import get_num_threads, set_num_threads, threading_layer
 from ._core import LOSSES, LossResult, release_buffers
-
-# --- softmax family (fastloss/softmax.py)
-from .softmax import (
-    cross_entropy,
-    js_div_with_logits,
-    kl_div_with_logits,
-    log_softmax,
-    logsumexp,
-    nll_loss,
-    softmax,
-    softmax_entropy,
-    softmax_focal_loss,
-)
+from ._warmup import warmup  # noqa: E402  (after every loss is registered)
+from .multimargin import multi_margin_loss
 
 # --- elementwise families (fastloss/pointwise.py): added by the pointwise work
 from .pointwise import (
@@ -44,9 +33,19 @@ from .pointwise import (
     squared_hinge_loss,
     zero_one_loss,
 )
-from .multimargin import multi_margin_loss
 
-from ._warmup import warmup  # noqa: E402  (after every loss is registered)
+# --- softmax family (fastloss/softmax.py)
+from .softmax import (
+    cross_entropy,
+    js_div_with_logits,
+    kl_div_with_logits,
+    log_softmax,
+    logsumexp,
+    nll_loss,
+    softmax,
+    softmax_entropy,
+    softmax_focal_loss,
+)
 
 try:
     __version__ = _version("fastloss")
@@ -66,49 +65,47 @@ MARGIN_LOSSES = _group("margin")
 COUNT_LOSSES = _group("count")
 DIVERGENCE_LOSSES = _group("divergence")
 
-__all__ = sorted(
-    [
-        "BINARY_LOSSES",
-        "CLASSIFICATION_LOSSES",
-        "COUNT_LOSSES",
-        "DIVERGENCE_LOSSES",
-        "LOSSES",
-        "LossResult",
-        "MARGIN_LOSSES",
-        "multi_margin_loss",
-        "REGRESSION_LOSSES",
-        "__version__",
-        "cross_entropy",
-        "get_num_threads",
-        "js_div_with_logits",
-        "kl_div_with_logits",
-        "log_softmax",
-        "logsumexp",
-        "nll_loss",
-        "release_buffers",
-        "set_num_threads",
-        "softmax",
-        "softmax_entropy",
-        "softmax_focal_loss",
-        "threading_layer",
-        "binary_cross_entropy",  # pointwise
-        "binary_cross_entropy_with_logits",  # pointwise
-        "exponential_loss",  # pointwise
-        "hinge_loss",  # pointwise
-        "huber_loss",  # pointwise
-        "kl_div",  # pointwise
-        "l1_loss",  # pointwise
-        "log_cosh_loss",  # pointwise
-        "log_sigmoid",  # pointwise
-        "mse_loss",  # pointwise
-        "perceptron_loss",  # pointwise
-        "poisson_nll_loss",  # pointwise
-        "sigmoid",  # pointwise
-        "sigmoid_focal_loss",  # pointwise
-        "smooth_l1_loss",  # pointwise
-        "soft_margin_loss",  # pointwise
-        "squared_hinge_loss",  # pointwise
-        "zero_one_loss",  # pointwise
-        "warmup",
-    ]
-)
+__all__ = [
+    "BINARY_LOSSES",
+    "CLASSIFICATION_LOSSES",
+    "COUNT_LOSSES",
+    "DIVERGENCE_LOSSES",
+    "LOSSES",
+    "LossResult",
+    "MARGIN_LOSSES",
+    "REGRESSION_LOSSES",
+    "__version__",
+    "binary_cross_entropy",
+    "binary_cross_entropy_with_logits",
+    "cross_entropy",
+    "exponential_loss",
+    "get_num_threads",
+    "hinge_loss",
+    "huber_loss",
+    "js_div_with_logits",
+    "kl_div",
+    "kl_div_with_logits",
+    "l1_loss",
+    "log_cosh_loss",
+    "log_sigmoid",
+    "log_softmax",
+    "logsumexp",
+    "mse_loss",
+    "multi_margin_loss",
+    "nll_loss",
+    "perceptron_loss",
+    "poisson_nll_loss",
+    "release_buffers",
+    "set_num_threads",
+    "sigmoid",
+    "sigmoid_focal_loss",
+    "smooth_l1_loss",
+    "soft_margin_loss",
+    "softmax",
+    "softmax_entropy",
+    "softmax_focal_loss",
+    "squared_hinge_loss",
+    "threading_layer",
+    "warmup",
+    "zero_one_loss",
+]

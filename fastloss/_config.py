@@ -5,7 +5,8 @@ hard-codes ``fastmath=``, ``cache=``, ``parallel=`` or a threading layer.
 
 Policy
 ------
-* ``fastmath`` is limited to ``contract`` (FMA).  The full set's ``nnan``/``ninf`` flags would let LLVM delete the NaN, inf
+* ``fastmath`` is limited to ``contract`` (FMA).  The full set's ``nnan``/``ninf``
+  flags would let LLVM delete the NaN, inf
   and ``-inf``-logit handling the contract promises, and ``reassoc`` would make results
   depend on the vector width.  Speed comes from the vectorisable math in ``_vmath``.
 * ``error_model="numpy"``: a division by zero gives inf/nan (as NumPy and PyTorch do)

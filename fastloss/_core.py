@@ -13,7 +13,8 @@ import operator
 import os
 import threading
 import weakref
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import numpy as np
 

@@ -20,7 +20,19 @@ from numba.extending import intrinsic, overload
 
 from ._config import accumulator, inline, rowfn
 
-__all__ = ["row_sum", "vexp", "vexp_neg", "vexpm1", "vlog", "vlog1p", "vtanh", "max_key", "key_to_float", "row_max"]
+__all__ = [
+    "key_to_float",
+    "max_key",
+    "row_max",
+    "row_sum",
+    "select",
+    "vexp",
+    "vexp_neg",
+    "vexpm1",
+    "vlog",
+    "vlog1p",
+    "vtanh",
+]
 
 
 # ------------------------------------------------------------------ bit reinterpretation

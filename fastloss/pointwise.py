@@ -46,10 +46,10 @@ from ._core import (
     check_reduction,
     check_same_shape,
     finish,
-    to_dtype,
     prepare_out,
     readonly,
     register,
+    to_dtype,
 )
 from ._kernels import pointwise as _k
 

@@ -19,6 +19,7 @@ import numpy as np
 from ._config import pick
 from ._core import (
     LossResult,
+    array_to_dtype,
     as_float_like,
     as_index_target,
     as_input,
@@ -28,7 +29,6 @@ from ._core import (
     readonly,
     register,
     to_dtype,
-    array_to_dtype,
 )
 from ._kernels import softmax as K
 
@@ -87,7 +87,10 @@ class _Rows:
 
     def scatter(self, g2: np.ndarray, g: np.ndarray) -> None:
         if self.moved and g is not None:
-            np.copyto(np.moveaxis(g, self.axis, -1), g2.reshape(self.batch_shape + (self.shape[self.axis],)))
+            np.copyto(
+                np.moveaxis(g, self.axis, -1),
+                g2.reshape(self.batch_shape + (self.shape[self.axis],)),
+            )
 
 
 def _weight(weight, C: int) -> np.ndarray:
@@ -204,7 +207,11 @@ def cross_entropy(
     check_reduction(reduction)
     eps = _float_option("label_smoothing", label_smoothing, 0.0, 1.0, desc="between 0.0 and 1.0")
     zl = _float_option("z_loss", z_loss, 0.0, desc=">= 0")
-    cap = 0.0 if softcap is None else _float_option("softcap", softcap, 0.0, lo_open=True, desc="> 0 or None")
+    cap = (
+        0.0
+        if softcap is None
+        else _float_option("softcap", softcap, 0.0, lo_open=True, desc="> 0 or None")
+    )
     if x.ndim == 0:
         raise ValueError("input must have at least one dimension (the class axis)")
     ax = normalize_axis(axis, x.ndim)
@@ -317,7 +324,9 @@ def nll_loss(
     g2, g = rows.grad_buffer(out, x, grad)
     R = rows.x2.shape[0]
     rl = np.empty(R, np.float64)
-    status, bad, denom, _ = pick(K.nll, R)(rows.x2, y, w, int(ignore_index), reduction == "mean", g2, rl)
+    status, bad, denom, _ = pick(K.nll, R)(
+        rows.x2, y, w, int(ignore_index), reduction == "mean", g2, rl
+    )
     _check_index_status(status, bad, C)
     rows.scatter(g2, g)
     return LossResult(_finish(rl, reduction, denom, x, ax), g)
@@ -325,7 +334,9 @@ def nll_loss(
 
 def _finish(rl, reduction, denom, x, ax):
     if reduction == "none":
-        return array_to_dtype(rl, x.dtype).reshape(tuple(s for k, s in enumerate(x.shape) if k != ax))
+        return array_to_dtype(rl, x.dtype).reshape(
+            tuple(s for k, s in enumerate(x.shape) if k != ax)
+        )
     total = rl.sum()
     if reduction == "sum":
         return to_dtype(total, x.dtype)
@@ -384,7 +395,9 @@ def softmax_focal_loss(
     g2, g = rows.grad_buffer(out, x, grad)
     R = rows.x2.shape[0]
     rl = np.empty(R, np.float64)
-    status, bad, denom, _ = pick(K.focal, R * C)(rows.x2, y, w, int(ignore_index), gm, reduction == "mean", g2, rl)
+    status, bad, denom, _ = pick(K.focal, R * C)(
+        rows.x2, y, w, int(ignore_index), gm, reduction == "mean", g2, rl
+    )
     _check_index_status(status, bad, C)
     rows.scatter(g2, g)
     return LossResult(_finish(rl, reduction, denom, x, ax), g)
@@ -415,7 +428,9 @@ def _row_scale(reduction, x, ax, R):
 
 def _finish_rows(rl, reduction, denom, x, ax):
     if reduction == "none":
-        return array_to_dtype(rl, x.dtype).reshape(tuple(s for k, s in enumerate(x.shape) if k != ax))
+        return array_to_dtype(rl, x.dtype).reshape(
+            tuple(s for k, s in enumerate(x.shape) if k != ax)
+        )
     total = rl.sum()
     if reduction == "sum":
         return to_dtype(total, x.dtype)
@@ -427,7 +442,9 @@ def _logits_pair_example(dtype):
     return (x, x[::-1].copy()), {}
 
 
-@register("divergence", reductions=("none", "sum", "mean", "batchmean"), example=_logits_pair_example)
+@register(
+    "divergence", reductions=("none", "sum", "mean", "batchmean"), example=_logits_pair_example
+)
 def kl_div_with_logits(
     input,
     target,
@@ -440,7 +457,8 @@ def kl_div_with_logits(
 ) -> LossResult:
     r"""Distillation KL divergence from teacher logits to student logits.
 
-    .. math:: \ell_i = T^2\,\mathrm{KL}\big(\mathrm{softmax}(t_i/T)\,\|\,\mathrm{softmax}(s_i/T)\big)
+    .. math::
+        \ell_i = T^2\,\mathrm{KL}\big(\mathrm{softmax}(t_i/T)\,\|\,\mathrm{softmax}(s_i/T)\big)
 
     Hinton et al.'s :math:`T^2` keeps gradient magnitudes independent of ``T``.
     Classes where the teacher probability is 0 (``-inf`` teacher logits) contribute 0
@@ -476,7 +494,9 @@ def kl_div_with_logits(
     return LossResult(_finish_rows(rl, reduction, denom, x, ax), g)
 
 
-@register("divergence", reductions=("none", "sum", "mean", "batchmean"), example=_logits_pair_example)
+@register(
+    "divergence", reductions=("none", "sum", "mean", "batchmean"), example=_logits_pair_example
+)
 def js_div_with_logits(
     input,
     target,
@@ -573,8 +593,10 @@ def _softmax_util(x, axis, mode):
             out.fill(-np.inf)
         elif R:
             pick(K.softmax_rows, R * C)(rows.x2, 2, out)
-        res = out.reshape(rows.batch_shape) if not rows.moved else out.reshape(
-            tuple(s for k, s in enumerate(x.shape) if k != ax)
+        res = (
+            out.reshape(rows.batch_shape)
+            if not rows.moved
+            else out.reshape(tuple(s for k, s in enumerate(x.shape) if k != ax))
         )
         return res[()] if res.ndim == 0 else res
     out2 = np.empty(rows.x2.shape, x.dtype)

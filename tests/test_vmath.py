@@ -34,14 +34,30 @@ def _inputs(name, dt):
     if name == "exp":
         x = rng.uniform(-hi * 1.2, hi * 1.05, 200_000)
     elif name == "expm1":
-        x = np.concatenate([rng.uniform(-30, hi, 100_000), rng.uniform(-1, 1, 100_000),
-                            -np.exp(rng.uniform(-60, 0, 10_000)), np.exp(rng.uniform(-60, 0, 10_000))])
+        x = np.concatenate(
+            [
+                rng.uniform(-30, hi, 100_000),
+                rng.uniform(-1, 1, 100_000),
+                -np.exp(rng.uniform(-60, 0, 10_000)),
+                np.exp(rng.uniform(-60, 0, 10_000)),
+            ]
+        )
     elif name == "log":
-        x = np.concatenate([np.exp(rng.uniform(-hi, hi, 200_000)),
-                            [fi.tiny, fi.tiny / 8, fi.smallest_subnormal, fi.max]])
+        x = np.concatenate(
+            [
+                np.exp(rng.uniform(-hi, hi, 200_000)),
+                [fi.tiny, fi.tiny / 8, fi.smallest_subnormal, fi.max],
+            ]
+        )
     elif name == "log1p":
-        x = np.concatenate([rng.uniform(-0.999, 10, 100_000), np.exp(rng.uniform(-80, 2, 100_000)),
-                            -np.exp(rng.uniform(-80, -0.01, 10_000)), [-2.0]])
+        x = np.concatenate(
+            [
+                rng.uniform(-0.999, 10, 100_000),
+                np.exp(rng.uniform(-80, 2, 100_000)),
+                -np.exp(rng.uniform(-80, -0.01, 10_000)),
+                [-2.0],
+            ]
+        )
     else:
         x = np.concatenate([rng.uniform(-25, 25, 100_000), np.exp(rng.uniform(-40, 3, 100_000))])
         x = np.concatenate([x, -x])
@@ -63,7 +79,9 @@ def test_accuracy_and_special_values(name, dt):
     # non-finite and exactly-representable cases must match exactly (inf, nan, 0, -1 ...)
     assert same[~normal & ~((np.abs(expect) < fi.tiny) & (expect != 0))].all()
     with np.errstate(all="ignore"):
-        ulp = np.abs(out.astype(np.float64) - expect) / np.spacing(np.abs(expect)).astype(np.float64)
+        ulp = np.abs(out.astype(np.float64) - expect) / np.spacing(np.abs(expect)).astype(
+            np.float64
+        )
     assert ulp[normal].max() <= ULPS[name], (name, ulp[normal].max())
     # subnormal results: within one subnormal step
     sub = (np.abs(expect) < fi.tiny) & (expect != 0)
@@ -89,13 +107,17 @@ def test_exp_neg(dt):
     run = _loop(vm.vexp_neg)
     rng = np.random.default_rng(3)
     fi = np.finfo(dt)
-    x = np.concatenate([-np.exp(rng.uniform(-30, 6.6, 200_000)), [0.0, -0.0, -np.inf, np.nan]]).astype(dt)
+    x = np.concatenate(
+        [-np.exp(rng.uniform(-30, 6.6, 200_000)), [0.0, -0.0, -np.inf, np.nan]]
+    ).astype(dt)
     out = np.empty_like(x)
     run(x, out)
     expect = np.exp(x.astype(np.float64)).astype(dt)
     normal = expect >= fi.tiny
     ulp = np.abs(out.astype(np.float64) - expect) / np.spacing(expect).astype(np.float64)
     assert ulp[normal].max() <= 1
-    assert (out[~normal & ~np.isnan(x)] <= fi.tiny).all()  # flushed (or tiny) below the normal range
+    assert (
+        out[~normal & ~np.isnan(x)] <= fi.tiny
+    ).all()  # flushed (or tiny) below the normal range
     assert np.isnan(out[np.isnan(x)]).all()
     assert out[x == -np.inf].tolist() == [0.0]
