@@ -94,10 +94,15 @@ _FASTMATH = {"contract"}
 
 _OPTIONS = dict(nogil=True, cache=_CACHE, fastmath=_FASTMATH, error_model="numpy")
 
-#: Work (elements touched) below which the serial build runs.  Measured on the
-#: development machine (2 cores, bench/threshold.py): the parallel launch costs ~2 us,
-#: which a single thread amortises at about this many softmax elements.
+#: Work (elements touched) below which the serial build runs, for elementwise kernels:
+#: the parallel launch costs a few microseconds (bench/threshold.py measures it).
 PARALLEL_MIN_WORK = int(os.environ.get("FASTLOSS_PARALLEL_MIN_WORK", 32768))
+
+#: Row kernels (softmax family) split rows into blocks of 16; fewer than ~4 blocks gain
+#: nothing from a second thread, whatever the row width (bench/threshold.py: parallel
+#: wins from 66 rows at 1000 and at 32000 classes, from ~200 rows at 10 classes).
+PARALLEL_MIN_ROWS = int(os.environ.get("FASTLOSS_PARALLEL_MIN_ROWS", 64))
+PARALLEL_MIN_ROW_WORK = int(os.environ.get("FASTLOSS_PARALLEL_MIN_ROW_WORK", 4096))
 
 #: Number of rows / elements in one reduction block.  Per-block partial sums are
 #: combined in block order, so the result does not depend on the thread count.
@@ -244,9 +249,16 @@ class force_parallel:
         _local.force = False
 
 
-def pick(k: Kernel, work: int):
-    """The build to run for ``work`` elements from the calling thread."""
-    if (work < PARALLEL_MIN_WORK and not getattr(_local, "force", False)) or _num_threads == 1:
+def pick(k: Kernel, work: int, rows: int = -1):
+    """The build to run for ``work`` elements (in ``rows`` rows, for row kernels) from
+    the calling thread."""
+    small = work < PARALLEL_MIN_WORK if rows < 0 else (
+        rows < PARALLEL_MIN_ROWS or work < PARALLEL_MIN_ROW_WORK
+    )
+    if small:
+        if not getattr(_local, "force", False):
+            return k.serial
+    if _num_threads == 1:
         return k.serial
     if threading.current_thread() is not _main_thread and threading_layer() == "workqueue":
         return k.serial

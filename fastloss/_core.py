@@ -211,8 +211,7 @@ class _BufferPool:
         self._lock = threading.Lock()
 
     def empty(self, shape, dtype) -> np.ndarray:
-        dtype = np.dtype(dtype)
-        n = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        n = math.prod(shape) * dtype.itemsize
         if n < self.MIN_BYTES or self.limit <= 0:
             return np.empty(shape, dtype)
         with self._lock:

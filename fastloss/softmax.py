@@ -237,14 +237,14 @@ def cross_entropy(
     R = rows.x2.shape[0]
     rl = np.empty(R, np.float64)
     rzl = np.empty(R, np.float64) if zl > 0.0 else _EMPTY_F64
-    k_args_work = R * C
     if prob:
         r = 1.0 / R if (reduction == "mean" and R) else 1.0
-        pick(K.ce_prob, k_args_work)(rows.x2, t2, w, eps, zl, cap, r, g2, rl, rzl)
-        denom = R
-        nv = R
+        pick(K.ce_prob, R * C, R)(rows.x2, t2, w, eps, zl, cap, r, g2, rl, rzl)
+        denom = nv = R
+        total = rl.sum()
+        ztotal = rzl.sum() if zl > 0.0 else 0.0
     else:
-        status, bad, denom, nv = pick(K.ce_index, k_args_work)(
+        status, bad, denom, nv, total, ztotal = pick(K.ce_index, R * C, R)(
             rows.x2, y, w, int(ignore_index), eps, zl, cap, reduction == "mean", g2, rl, rzl
         )
         _check_index_status(status, bad, C)
@@ -256,12 +256,13 @@ def cross_entropy(
             tuple(s for k, s in enumerate(x.shape) if k != ax)
         )
     elif reduction == "sum":
-        loss = to_dtype(rl.sum() + (rzl.sum() if zl > 0.0 else 0.0), x.dtype)
+        loss = to_dtype(total + ztotal, x.dtype)
+    elif R:
+        loss = to_dtype(
+            _mean_div(total, denom) + (_mean_div(ztotal, nv) if zl > 0.0 else 0.0), x.dtype
+        )
     else:
-        total = _mean_div(rl.sum(), denom) if R else np.nan
-        if zl > 0.0 and R:
-            total = total + _mean_div(rzl.sum(), nv)
-        loss = to_dtype(total, x.dtype)
+        loss = to_dtype(math.nan, x.dtype)
     return LossResult(loss, g)
 
 
@@ -324,7 +325,7 @@ def nll_loss(
     g2, g = rows.grad_buffer(out, x, grad)
     R = rows.x2.shape[0]
     rl = np.empty(R, np.float64)
-    status, bad, denom, _ = pick(K.nll, R)(
+    status, bad, denom, _ = pick(K.nll, R * C, R)(
         rows.x2, y, w, int(ignore_index), reduction == "mean", g2, rl
     )
     _check_index_status(status, bad, C)
@@ -395,7 +396,7 @@ def softmax_focal_loss(
     g2, g = rows.grad_buffer(out, x, grad)
     R = rows.x2.shape[0]
     rl = np.empty(R, np.float64)
-    status, bad, denom, _ = pick(K.focal, R * C)(
+    status, bad, denom, _ = pick(K.focal, R * C, R)(
         rows.x2, y, w, int(ignore_index), gm, reduction == "mean", g2, rl
     )
     _check_index_status(status, bad, C)
@@ -489,7 +490,7 @@ def kl_div_with_logits(
     if x.shape[ax] == 0:  # no classes: an empty sum
         rl.fill(0.0)
     else:
-        pick(K.kl_logits, R * x.shape[ax])(rows.x2, t2, T, r, g2, rl)
+        pick(K.kl_logits, R * x.shape[ax], R)(rows.x2, t2, T, r, g2, rl)
     rows.scatter(g2, g)
     return LossResult(_finish_rows(rl, reduction, denom, x, ax), g)
 
@@ -533,7 +534,7 @@ def js_div_with_logits(
     if x.shape[ax] == 0:  # no classes: an empty sum
         rl.fill(0.0)
     else:
-        pick(K.js_logits, R * x.shape[ax])(rows.x2, t2, T, r, g2, rl)
+        pick(K.js_logits, R * x.shape[ax], R)(rows.x2, t2, T, r, g2, rl)
     rows.scatter(g2, g)
     return LossResult(_finish_rows(rl, reduction, denom, x, ax), g)
 
@@ -571,7 +572,7 @@ def softmax_entropy(
     if x.shape[ax] == 0:  # no classes: an empty sum
         rl.fill(0.0)
     else:
-        pick(K.entropy, R * x.shape[ax])(rows.x2, r, g2, rl)
+        pick(K.entropy, R * x.shape[ax], R)(rows.x2, r, g2, rl)
     rows.scatter(g2, g)
     return LossResult(_finish_rows(rl, reduction, denom, x, ax), g)
 
@@ -592,7 +593,7 @@ def _softmax_util(x, axis, mode):
         if C == 0:
             out.fill(-np.inf)
         elif R:
-            pick(K.softmax_rows, R * C)(rows.x2, 2, out)
+            pick(K.softmax_rows, R * C, R)(rows.x2, 2, out)
         res = (
             out.reshape(rows.batch_shape)
             if not rows.moved
@@ -601,7 +602,7 @@ def _softmax_util(x, axis, mode):
         return res[()] if res.ndim == 0 else res
     out2 = np.empty(rows.x2.shape, x.dtype)
     if R and C:
-        pick(K.softmax_rows, R * C)(rows.x2, mode, out2)
+        pick(K.softmax_rows, R * C, R)(rows.x2, mode, out2)
     if rows.moved:
         res = np.empty(x.shape, x.dtype)
         rows.scatter(out2, res)

@@ -157,13 +157,13 @@ def _targets(y, w, ignore_index, C):
 @kernel
 def ce_index(x, y, w, ignore_index, eps, zl, cap, mean, g, rl, rzl):
     """Class-index cross-entropy with weights, ignore_index, label smoothing, z-loss and
-    softcap.  Returns (status, bad_target, total_weight, n_valid)."""
+    softcap.  Returns (status, bad_target, total_weight, n_valid, sum of rl, sum of rzl)."""
     R, C = x.shape
     has_w = w.shape[0] > 0
     want_g = g.shape[0] > 0
     status, bad, tw, nv = _targets(y, w, ignore_index, C)
     if status != 0:
-        return status, bad, tw, nv
+        return status, bad, tw, nv, 0.0, 0.0
     W = row_sum(w) if has_w else float(C)
     r = 1.0 / tw if mean else 1.0
     rz = 1.0 / nv if mean else 1.0
@@ -223,7 +223,8 @@ def ce_index(x, y, w, ignore_index, eps, zl, cap, mean, g, rl, rzl):
                 else:
                     _scale(gi, a)
                 gi[t] = gi[t] - wy * (1.0 - eps) * r * _dcap(xt, cap)
-    return 0, 0, tw, nv
+    # totals in a fixed order (saves the caller a NumPy reduction on small inputs)
+    return 0, 0, tw, nv, row_sum(rl), (row_sum(rzl) if zl > 0.0 else 0.0)
 
 
 # ----------------------------------------------------------- cross-entropy (probabilities)
