@@ -16,8 +16,9 @@ import math
 
 import numpy as np
 
-from ._config import pick
+from ._config import PARALLEL_MIN_WORK, pick
 from ._core import (
+    POOL,
     LossResult,
     array_to_dtype,
     as_float_like,
@@ -203,6 +204,26 @@ def cross_entropy(
 
     See also: :func:`nll_loss`, :func:`softmax_focal_loss`, :func:`log_softmax`.
     """
+    if (
+        type(input) is np.ndarray
+        and type(target) is np.ndarray
+        and input.ndim == 2
+        and target.ndim == 1
+        and weight is None
+        and out is None
+        and not label_smoothing
+        and not z_loss
+        and softcap is None
+        and input.dtype in _FAST_DTYPES
+        and target.dtype == _INT64
+        and (reduction == "mean" or reduction == "sum")
+        and (axis == -1 or axis == 1)
+        and input.shape[0] == target.shape[0]
+        and input.shape[1] <= K.SMALL_C
+        and input.flags.c_contiguous
+        and target.flags.c_contiguous
+    ):
+        return _ce_small_fast(input, target, int(ignore_index), reduction == "mean", grad)
     x = as_input(input)
     check_reduction(reduction)
     eps = _float_option("label_smoothing", label_smoothing, 0.0, 1.0, desc="between 0.0 and 1.0")
@@ -244,9 +265,15 @@ def cross_entropy(
         total = rl.sum()
         ztotal = rzl.sum() if zl > 0.0 else 0.0
     else:
-        status, bad, denom, nv, total, ztotal = pick(K.ce_index, R * C, R)(
-            rows.x2, y, w, int(ignore_index), eps, zl, cap, reduction == "mean", g2, rl, rzl
-        )
+        mean = reduction == "mean"
+        if C <= K.SMALL_C and cap == 0.0:  # few classes: whole blocks of rows at once
+            status, bad, denom, nv, total, ztotal = pick(K.ce_index_small, R * C)(
+                rows.x2, y, w, int(ignore_index), eps, zl, mean, g2, rl, rzl
+            )
+        else:
+            status, bad, denom, nv, total, ztotal = pick(K.ce_index, R * C, R)(
+                rows.x2, y, w, int(ignore_index), eps, zl, cap, mean, g2, rl, rzl
+            )
         _check_index_status(status, bad, C)
     rows.scatter(g2, g)
     if reduction == "none":
@@ -264,6 +291,36 @@ def cross_entropy(
     else:
         loss = to_dtype(math.nan, x.dtype)
     return LossResult(loss, g)
+
+
+_FAST_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+_INT64 = np.dtype(np.int64)
+
+
+def _ce_small_fast(x, y, ignore_index, mean, grad):
+    """The most common small call (2-D logits with few classes, int64 labels, no options),
+    with the per-call Python work cut to the bone: the same kernel and checks as the
+    general path, which it is tested against (tests/test_fastpath.py)."""
+    R, C = x.shape
+    if not grad:
+        g = _EMPTY_2D[x.dtype]
+    elif x.nbytes < POOL.MIN_BYTES:
+        g = np.empty((R, C), x.dtype)
+    else:
+        g = POOL.empty(x.shape, x.dtype)
+    rl = np.empty(R, np.float64)
+    k = K.ce_index_small.serial if R * C < PARALLEL_MIN_WORK else pick(K.ce_index_small, R * C)
+    status, bad, denom, _, total, _ = k(
+        readonly(x), readonly(y), _NO_WEIGHT, ignore_index, 0.0, 0.0, mean, g, rl, _EMPTY_F64
+    )
+    if status:
+        _check_index_status(status, bad, C)
+    if mean:
+        total = _mean_div(total, denom) if R else math.nan
+    return LossResult(to_dtype(total, x.dtype), g if grad else None)
+
+
+_EMPTY_2D = {dt: np.empty((0, 0), dt) for dt in _FAST_DTYPES}
 
 
 def _mean_div(total, denom):

@@ -154,6 +154,103 @@ def _targets(y, w, ignore_index, C):
     return 0, 0, tw, nv
 
 
+# Few classes (C <= SMALL_C, e.g. multiclass objectives of boosting): per-row helper
+# calls and the scalar tails of short vector loops would dominate, so a block of rows is
+# handled as one flat array: row maxima and shifts in one pass, one vectorised exp over
+# the whole block, then short scalar loops per row.
+SMALL_C = 32
+SMALL_ROWS = 256
+
+
+@rowfn
+def _shift_rows(x, i0, i1, mx, e):
+    """mx[k] = max of row i0+k; e[k*C + j] = x[i0+k, j] - mx[k]."""
+    C = x.shape[1]
+    for i in range(i0, i1):
+        xi = x[i]
+        m = xi[0]
+        for j in range(1, C):
+            v = xi[j]
+            m = v if v > m else m
+        if m != m:
+            m = xi.dtype.type(np.nan)
+        mx[i - i0] = m
+        o = (i - i0) * C
+        for j in range(C):
+            e[o + j] = xi[j] - m
+
+
+@rowfn
+def _vlog_inplace(a):
+    for j in range(a.shape[0]):
+        a[j] = vlog(a[j])
+
+
+@kernel
+def ce_index_small(x, y, w, ignore_index, eps, zl, mean, g, rl, rzl):
+    """``ce_index`` without softcap for C <= SMALL_C, a block of rows at a time."""
+    R, C = x.shape
+    has_w = w.shape[0] > 0
+    want_g = g.shape[0] > 0
+    status, bad, tw, nv = _targets(y, w, ignore_index, C)
+    if status != 0:
+        return status, bad, tw, nv, 0.0, 0.0
+    W = row_sum(w) if has_w else float(C)
+    r = 1.0 / tw if mean else 1.0
+    rz = 1.0 / nv if mean else 1.0
+    ec = eps / C
+    for b in prange((R + SMALL_ROWS - 1) // SMALL_ROWS):
+        i0 = b * SMALL_ROWS
+        i1 = min(R, i0 + SMALL_ROWS)
+        e = np.empty((i1 - i0) * C, x.dtype)
+        mx = np.empty(i1 - i0, x.dtype)
+        ss = np.empty(i1 - i0, np.float64)
+        _shift_rows(x, i0, i1, mx, e)
+        _exp_inplace(e)
+        for k in range(i1 - i0):
+            s = 0.0
+            for j in range(k * C, (k + 1) * C):
+                s += e[j]
+            ss[k] = s
+        lss = ss.copy()
+        _vlog_inplace(lss)
+        for i in range(i0, i1):
+            k = i - i0
+            o = k * C
+            m = float(mx[k])
+            s = ss[k]
+            ls = lss[k]
+            lse = m + ls
+            t = y[i]
+            if t == ignore_index:
+                rl[i] = 0.0
+                if zl > 0.0:
+                    rzl[i] = 0.0
+                if want_g:
+                    _fill(g[i], np.nan if lse != lse else 0.0)
+                continue
+            xi = x[i]
+            xt = float(xi[t])
+            wy = w[t] if has_w else 1.0
+            loss = wy * (1.0 - eps) * (ls - (xt - m))
+            if eps > 0.0:
+                sw = 0.0
+                for j in range(C):
+                    sw += (w[j] if has_w else 1.0) * (float(xi[j]) - m)
+                loss += ec * (W * ls - sw)
+            rl[i] = loss
+            if zl > 0.0:
+                rzl[i] = zl * lse * lse
+            if want_g:
+                gi = g[i]
+                a = ((wy * (1.0 - eps) + ec * W) * r + 2.0 * zl * lse * rz) / s
+                bc = ec * r
+                for j in range(C):
+                    gi[j] = e[o + j] * a - bc * (w[j] if has_w else 1.0)
+                gi[t] = gi[t] - wy * (1.0 - eps) * r
+    return 0, 0, tw, nv, row_sum(rl), (row_sum(rzl) if zl > 0.0 else 0.0)
+
+
 @kernel
 def ce_index(x, y, w, ignore_index, eps, zl, cap, mean, g, rl, rzl):
     """Class-index cross-entropy with weights, ignore_index, label smoothing, z-loss and

@@ -1,0 +1,34 @@
+"""cross_entropy's small-call fast path gives the same bits as the general path."""
+
+import numpy as np
+import pytest
+
+import fastloss as fl
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(0, 5), (1, 1), (32, 10), (257, 32), (3000, 7)])
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+def test_fast_path_equals_general_path(dtype, shape, reduction):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(shape).astype(dtype)
+    x[::7, 0] = -np.inf
+    y = rng.integers(0, shape[1], shape[0])
+    y[::5] = -100
+    fast = fl.cross_entropy(x, y, reduction=reduction)  # int64 labels: fast path
+    general = fl.cross_entropy(x, y.astype(np.int32), reduction=reduction)  # general path
+    assert fast.loss.dtype == dtype and type(fast.loss) is type(general.loss)
+    np.testing.assert_array_equal(fast.loss, general.loss)
+    np.testing.assert_array_equal(fast.grad, general.grad)
+    nog = fl.cross_entropy(x, y, reduction=reduction, grad=False)
+    assert nog.grad is None and np.array_equal(nog.loss, fast.loss, equal_nan=True)
+
+
+def test_fast_path_errors():
+    x = np.zeros((3, 4))
+    with pytest.raises(IndexError, match="Target 4 is out of bounds for 4 classes"):
+        fl.cross_entropy(x, np.array([0, 4, 1]))
+    with pytest.raises(IndexError, match="Target -1 is out of bounds"):
+        fl.cross_entropy(x, np.array([0, -1, 1]))
+    with pytest.raises(ValueError, match="target shape"):
+        fl.cross_entropy(x, np.array([0, 1]))
