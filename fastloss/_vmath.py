@@ -139,12 +139,8 @@ _ROUND64 = 6755399441055744.0  # 1.5 * 2**52: adding and subtracting rounds to i
 
 
 @inline
-def _exp64(x):
-    # clamp (comparisons are false for NaN, so NaN passes through)
-    xc = select(x > 709.8, 709.8, select(x < -745.2, -745.2, x))
-    kf = (xc * _LOG2E + _ROUND64) - _ROUND64
-    r = (xc - kf * _LN2_HI64) - kf * _LN2_LO64
-    # Taylor polynomial of degree 13 on |r| <= ln2/2: truncation < 2**-60.
+def _exp_poly64(r):
+    """exp(r) on |r| <= ln2/2: Taylor polynomial of degree 13 (truncation < 2**-60)."""
     p = 1.0 / 6227020800.0
     p = p * r + 1.0 / 479001600.0
     p = p * r + 1.0 / 39916800.0
@@ -158,7 +154,16 @@ def _exp64(x):
     p = p * r + 1.0 / 6.0
     p = p * r + 0.5
     p = p * r + 1.0
-    p = p * r + 1.0
+    return p * r + 1.0
+
+
+@inline
+def _exp64(x):
+    # clamp (comparisons are false for NaN, so NaN passes through)
+    xc = select(x > 709.8, 709.8, select(x < -745.2, -745.2, x))
+    kf = (xc * _LOG2E + _ROUND64) - _ROUND64
+    r = (xc - kf * _LN2_HI64) - kf * _LN2_LO64
+    p = _exp_poly64(r)
     s1, s2 = pow2_pair(select(kf == kf, kf, 0.0))
     return p * s1 * s2
 
@@ -174,10 +179,8 @@ _C32 = tuple(np.float32(1.0 / f) for f in (5040.0, 720.0, 120.0, 24.0, 6.0, 2.0,
 
 
 @inline
-def _exp32(x):
-    xc = select(x > _X32_HI, _X32_HI, select(x < _X32_LO, _X32_LO, x))
-    kf = (xc * _LOG2E32 + _ROUND32) - _ROUND32
-    r = (xc - kf * _LN2_HI32) - kf * _LN2_LO32
+def _exp_poly32(r):
+    """exp(r) on |r| <= ln2/2 in float32: Taylor polynomial of degree 7."""
     p = _C32[0]
     p = p * r + _C32[1]
     p = p * r + _C32[2]
@@ -185,7 +188,15 @@ def _exp32(x):
     p = p * r + _C32[4]
     p = p * r + _C32[5]
     p = p * r + _C32[6]
-    p = p * r + _C32[7]
+    return p * r + _C32[7]
+
+
+@inline
+def _exp32(x):
+    xc = select(x > _X32_HI, _X32_HI, select(x < _X32_LO, _X32_LO, x))
+    kf = (xc * _LOG2E32 + _ROUND32) - _ROUND32
+    r = (xc - kf * _LN2_HI32) - kf * _LN2_LO32
+    p = _exp_poly32(r)
     s1, s2 = pow2_pair(select(kf == kf, kf, _ZERO32))
     return p * s1 * s2
 
@@ -203,20 +214,7 @@ def _expneg64(x):
     xc = select(x > 0.0, 0.0, select(x < _XN64, _XN64, x))
     kf = (xc * _LOG2E + _ROUND64) - _ROUND64
     r = (xc - kf * _LN2_HI64) - kf * _LN2_LO64
-    p = 1.0 / 6227020800.0
-    p = p * r + 1.0 / 479001600.0
-    p = p * r + 1.0 / 39916800.0
-    p = p * r + 1.0 / 3628800.0
-    p = p * r + 1.0 / 362880.0
-    p = p * r + 1.0 / 40320.0
-    p = p * r + 1.0 / 5040.0
-    p = p * r + 1.0 / 720.0
-    p = p * r + 1.0 / 120.0
-    p = p * r + 1.0 / 24.0
-    p = p * r + 1.0 / 6.0
-    p = p * r + 0.5
-    p = p * r + 1.0
-    p = p * r + 1.0
+    p = _exp_poly64(r)
     res = p * pow2(select(kf == kf, kf, 0.0))
     return select(x < _XN64, 0.0, res)
 
@@ -226,14 +224,7 @@ def _expneg32(x):
     xc = select(x > _ZERO32, _ZERO32, select(x < _XN32, _XN32, x))
     kf = (xc * _LOG2E32 + _ROUND32) - _ROUND32
     r = (xc - kf * _LN2_HI32) - kf * _LN2_LO32
-    p = _C32[0]
-    p = p * r + _C32[1]
-    p = p * r + _C32[2]
-    p = p * r + _C32[3]
-    p = p * r + _C32[4]
-    p = p * r + _C32[5]
-    p = p * r + _C32[6]
-    p = p * r + _C32[7]
+    p = _exp_poly32(r)
     res = p * pow2(select(kf == kf, kf, _ZERO32))
     return select(x < _XN32, _ZERO32, res)
 

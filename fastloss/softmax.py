@@ -484,6 +484,20 @@ def _row_scale(reduction, x, ax, R):
     return 1.0, 1
 
 
+def _per_row(kern, rows, x, ax, reduction, g2, g, *args):
+    """Run a per-row kernel ``kern(x2, *args, r, g2, rl)`` (divergences, entropy) and
+    reduce its per-row losses."""
+    R = rows.x2.shape[0]
+    r, denom = _row_scale(reduction, x, ax, R)
+    rl = np.empty(R, np.float64)
+    if x.shape[ax] == 0:  # no classes: an empty sum
+        rl.fill(0.0)
+    else:
+        pick(kern, R * x.shape[ax], R)(rows.x2, *args, r, g2, rl)
+    rows.scatter(g2, g)
+    return LossResult(_finish_rows(rl, reduction, denom, x, ax), g)
+
+
 def _finish_rows(rl, reduction, denom, x, ax):
     if reduction == "none":
         return array_to_dtype(rl, x.dtype).reshape(
@@ -541,15 +555,7 @@ def kl_div_with_logits(
     """
     T = _float_option("temperature", temperature, 0.0, lo_open=True, desc="> 0")
     x, ax, rows, t2, g2, g = _pair(input, target, axis, reduction, grad, out)
-    R = rows.x2.shape[0]
-    r, denom = _row_scale(reduction, x, ax, R)
-    rl = np.empty(R, np.float64)
-    if x.shape[ax] == 0:  # no classes: an empty sum
-        rl.fill(0.0)
-    else:
-        pick(K.kl_logits, R * x.shape[ax], R)(rows.x2, t2, T, r, g2, rl)
-    rows.scatter(g2, g)
-    return LossResult(_finish_rows(rl, reduction, denom, x, ax), g)
+    return _per_row(K.kl_logits, rows, x, ax, reduction, g2, g, t2, T)
 
 
 @register(
@@ -585,15 +591,7 @@ def js_div_with_logits(
     """
     T = _float_option("temperature", temperature, 0.0, lo_open=True, desc="> 0")
     x, ax, rows, t2, g2, g = _pair(input, target, axis, reduction, grad, out)
-    R = rows.x2.shape[0]
-    r, denom = _row_scale(reduction, x, ax, R)
-    rl = np.empty(R, np.float64)
-    if x.shape[ax] == 0:  # no classes: an empty sum
-        rl.fill(0.0)
-    else:
-        pick(K.js_logits, R * x.shape[ax], R)(rows.x2, t2, T, r, g2, rl)
-    rows.scatter(g2, g)
-    return LossResult(_finish_rows(rl, reduction, denom, x, ax), g)
+    return _per_row(K.js_logits, rows, x, ax, reduction, g2, g, t2, T)
 
 
 def _entropy_example(dtype):
@@ -623,15 +621,7 @@ def softmax_entropy(
     ax = normalize_axis(axis, x.ndim)
     rows = _Rows(x, ax)
     g2, g = rows.grad_buffer(out, x, grad)
-    R = rows.x2.shape[0]
-    r, denom = _row_scale(reduction, x, ax, R)
-    rl = np.empty(R, np.float64)
-    if x.shape[ax] == 0:  # no classes: an empty sum
-        rl.fill(0.0)
-    else:
-        pick(K.entropy, R * x.shape[ax], R)(rows.x2, r, g2, rl)
-    rows.scatter(g2, g)
-    return LossResult(_finish_rows(rl, reduction, denom, x, ax), g)
+    return _per_row(K.entropy, rows, x, ax, reduction, g2, g)
 
 
 # --------------------------------------------------------------------------- utilities
