@@ -105,6 +105,27 @@ def pow2(typingctx, kf):
     return sig, codegen
 
 
+@intrinsic
+def pow2_of_rounded(typingctx, t):
+    """2**k from t = y + 1.5*2**(mantissa bits), whose low mantissa bits hold k = rint(y)
+    (the magic-number rounding).  Pure integer bit operations on t's bits: no float to int
+    conversion, so a NaN t gives a finite scale instead of poison (the caller's polynomial
+    is NaN anyway)."""
+    if t not in (types.float32, types.float64):
+        return None
+    width, shift, bias = (32, 23, 127) if t == types.float32 else (64, 52, 1023)
+    sig = t(t)
+
+    def codegen(context, builder, signature, args):
+        ity = ir.IntType(width)
+        bits = builder.bitcast(args[0], ity)
+        k_sh = builder.shl(bits, ir.Constant(ity, shift))
+        out = builder.add(k_sh, ir.Constant(ity, bias << shift))
+        return builder.bitcast(out, context.get_value_type(t))
+
+    return sig, codegen
+
+
 # --------------------------------------------------------------------------------- exp
 @intrinsic
 def pow2_pair(typingctx, kf):
@@ -211,11 +232,10 @@ _XN32 = np.float32(-87.33)
 def _expneg64(x):
     # No upper clamp: arguments are x - max <= 0 (anything up to 709 would still work).
     xc = select(x < _XN64, _XN64, x)
-    kf = (xc * _LOG2E + _ROUND64) - _ROUND64
+    t = xc * _LOG2E + _ROUND64
+    kf = t - _ROUND64
     r = (xc - kf * _LN2_HI64) - kf * _LN2_LO64
-    p = _exp_poly64(r)
-    res = p * pow2(select(kf == kf, kf, 0.0))
-    return select(x < _XN64, 0.0, res)
+    return select(x < _XN64, 0.0, _exp_poly64(r) * pow2_of_rounded(t))
 
 
 # Degree-6 polynomial for exp on |r| <= ln2/2, fitted for minimal relative error
@@ -239,7 +259,8 @@ _M32 = tuple(
 def _expneg32(x):
     # No upper clamp: arguments are x - max <= 0 (anything up to 88 would still work).
     xc = select(x < _XN32, _XN32, x)
-    kf = (xc * _LOG2E32 + _ROUND32) - _ROUND32
+    t = xc * _LOG2E32 + _ROUND32
+    kf = t - _ROUND32
     r = (xc - kf * _LN2_HI32) - kf * _LN2_LO32
     p = _M32[0]
     p = p * r + _M32[1]
@@ -248,8 +269,7 @@ def _expneg32(x):
     p = p * r + _M32[4]
     p = p * r + _M32[5]
     p = p * r + _M32[6]
-    res = p * pow2(select(kf == kf, kf, _ZERO32))
-    return select(x < _XN32, _ZERO32, res)
+    return select(x < _XN32, _ZERO32, p * pow2_of_rounded(t))
 
 
 # --------------------------------------------------------------------------------- log
