@@ -29,7 +29,12 @@ def _target_shape_ok(x_shape, t_shape) -> bool:
     return t_shape == (n,) or (n == 1 and t_shape == ())
 
 
-@register("margin")
+def _example(dtype):
+    x = np.arange(12, dtype=dtype).reshape(3, 4) / 4
+    return (x, np.array([0, 3, 1], dtype=np.int32)), {}
+
+
+@register("margin", example=_example)
 def multi_margin_loss(
     input,
     target,

@@ -37,3 +37,8 @@ def test_no_blanket_fastmath_and_no_hardcoded_numba_options_in_kernels():
         assert not re.search(r"fastmath\s*=\s*True", src), path
         if path.name != "_config.py":  # the one module that owns the Numba options
             assert not re.search(r"\b(njit|jit|vectorize|guvectorize)\(", src), path
+
+
+def test_warmup_runs_every_registered_loss():
+    spent = fastloss.warmup(dtypes=["float64"], parallel=False)
+    assert sorted(spent) == sorted(fastloss.LOSSES)
