@@ -511,13 +511,6 @@ def _js_row(ai, bi, it, Ma, Mb, ea, eb, Sa, Sb, u, v):
 
 
 @rowfn
-def _exp_scaled64(xi, it, M, buf):
-    """buf[j] = exp((x_j - M) / T) in float64."""
-    for j in range(xi.shape[0]):
-        buf[j] = vexp_neg((xi[j] - M) * it)
-
-
-@rowfn
 def _js_grad(gi, u, ea, ia, kp, f):
     for j in range(gi.shape[0]):
         gi[j] = f * (u[j] - ea[j] * ia * kp)
@@ -537,11 +530,11 @@ def js_logits(xa, xb, temp, r, g, rl):
         for i in range(b * ROWS_PER_BLOCK, min(R, (b + 1) * ROWS_PER_BLOCK)):
             ai = xa[i]
             bi = xb[i]
-            Ma = float(row_max(ai))
-            Mb = float(row_max(bi))
-            _exp_scaled64(ai, it, Ma, ea)
+            Ma = row_max(ai)
+            Mb = row_max(bi)
+            _exp_scaled(ai, it, Ma, ea)
             Sa = row_sum(ea)
-            _exp_scaled64(bi, it, Mb, eb)
+            _exp_scaled(bi, it, Mb, eb)
             Sb = row_sum(eb)
             _js_row(ai, bi, it, Ma, Mb, ea, eb, Sa, Sb, u, v)
             kp = row_sum(u)
