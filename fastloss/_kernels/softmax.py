@@ -265,8 +265,11 @@ def ce_index(x, y, w, ignore_index, eps, zl, cap, mean, g, rl, rzl):
     r = 1.0 / tw if mean else 1.0
     rz = 1.0 / nv if mean else 1.0
     ec = eps / C
+    # a scratch row only where the gradient row cannot serve (a 128 KiB+ allocation per
+    # block would be an mmap/munmap pair for wide rows)
+    ns = C if (eps > 0.0 or cap > 0.0 or not want_g) else 0
     for b in prange(_nblocks(R)):
-        scratch = np.empty(C, x.dtype)
+        scratch = np.empty(ns, x.dtype)
         for i in range(b * ROWS_PER_BLOCK, min(R, (b + 1) * ROWS_PER_BLOCK)):
             xi = x[i]
             t = y[i]
@@ -417,7 +420,7 @@ def focal(x, y, w, ignore_index, gamma, mean, g, rl):
         return status, bad, tw, nv
     r = 1.0 / tw if mean else 1.0
     for b in prange(_nblocks(R)):
-        scratch = np.empty(C, x.dtype)
+        scratch = np.empty(0 if want_g else C, x.dtype)
         for i in range(b * ROWS_PER_BLOCK, min(R, (b + 1) * ROWS_PER_BLOCK)):
             xi = x[i]
             t = y[i]
