@@ -109,14 +109,19 @@ def _weight(weight, C: int) -> np.ndarray:
 
 
 def _index_target(target, rows: _Rows) -> np.ndarray:
+    return _index_target_of(target, rows.shape, rows.axis).reshape(-1)
+
+
+def _index_target_of(target, shape, axis) -> np.ndarray:
+    """Integer targets with ``shape`` minus the class ``axis`` (checked), as int64."""
     y = as_index_target(target)
-    expected = tuple(s for k, s in enumerate(rows.shape) if k != rows.axis)
+    expected = tuple(s for k, s in enumerate(shape) if k != axis)
     if y.shape != expected:
         raise ValueError(
-            f"target shape {y.shape} does not match input shape {rows.shape} "
-            f"(expected target shape {expected} for class axis {rows.axis})"
+            f"target shape {y.shape} does not match input shape {shape} "
+            f"(expected target shape {expected} for class axis {axis})"
         )
-    return y.reshape(-1)
+    return y
 
 
 def _check_index_status(status, bad, C):
@@ -236,11 +241,39 @@ def cross_entropy(
     if x.ndim == 0:
         raise ValueError("input must have at least one dimension (the class axis)")
     ax = normalize_axis(axis, x.ndim)
-    rows = _Rows(x, ax)
     C = x.shape[ax]
     w = _weight(weight, C)
     t_arr = target if isinstance(target, np.ndarray) else np.asarray(target)
     prob = t_arr.dtype.kind == "f"
+    mean = reduction == "mean"
+    if not prob and cap == 0.0 and ax != x.ndim - 1:
+        # PyTorch's (N, C, d...) layout: a kernel that walks the strided class axis
+        # directly, so nothing the size of the input is copied
+        A = math.prod(x.shape[:ax])
+        B = math.prod(x.shape[ax + 1 :])
+        y2 = _index_target_of(t_arr, x.shape, ax).reshape(A, B)
+        g = prepare_out(out, x, grad)
+        g3 = g.reshape(A, C, B) if grad else _EMPTY_3D[x.dtype]
+        rl = np.empty((A, B), np.float64)
+        rzl = np.empty((A, B), np.float64) if zl > 0.0 else _EMPTY_2D_F64
+        status, bad, denom, nv, total, ztotal = pick(K.ce_index_axis, A * B * C, A * B)(
+            x.reshape(A, C, B), y2, w, int(ignore_index), eps, zl, mean, g3, rl, rzl
+        )
+        _check_index_status(status, bad, C)
+        return _ce_result(
+            rl.reshape(-1),
+            rzl.reshape(-1),
+            total,
+            ztotal,
+            denom,
+            nv,
+            zl,
+            reduction,
+            x,
+            ax,
+            g if grad else None,
+        )
+    rows = _Rows(x, ax)
     if prob:
         if t_arr.shape != x.shape:
             raise ValueError(
@@ -259,13 +292,12 @@ def cross_entropy(
     rl = np.empty(R, np.float64)
     rzl = np.empty(R, np.float64) if zl > 0.0 else _EMPTY_F64
     if prob:
-        r = 1.0 / R if (reduction == "mean" and R) else 1.0
+        r = 1.0 / R if (mean and R) else 1.0
         pick(K.ce_prob, R * C, R)(rows.x2, t2, w, eps, zl, cap, r, g2, rl, rzl)
         denom = nv = R
         total = rl.sum()
         ztotal = rzl.sum() if zl > 0.0 else 0.0
     else:
-        mean = reduction == "mean"
         if C <= K.SMALL_C and cap == 0.0:  # few classes: whole blocks of rows at once
             status, bad, denom, nv, total, ztotal = pick(K.ce_index_small, R * C)(
                 rows.x2, y, w, int(ignore_index), eps, zl, mean, g2, rl, rzl
@@ -276,6 +308,11 @@ def cross_entropy(
             )
         _check_index_status(status, bad, C)
     rows.scatter(g2, g)
+    return _ce_result(rl, rzl, total, ztotal, denom, nv, zl, reduction, x, ax, g)
+
+
+def _ce_result(rl, rzl, total, ztotal, denom, nv, zl, reduction, x, ax, g):
+    """cross_entropy's reduction: CE part over ``denom``, z-loss part over ``nv``."""
     if reduction == "none":
         if zl > 0.0:
             rl += rzl
@@ -284,13 +321,17 @@ def cross_entropy(
         )
     elif reduction == "sum":
         loss = to_dtype(total + ztotal, x.dtype)
-    elif R:
+    elif rl.size:
         loss = to_dtype(
             _mean_div(total, denom) + (_mean_div(ztotal, nv) if zl > 0.0 else 0.0), x.dtype
         )
     else:
         loss = to_dtype(math.nan, x.dtype)
     return LossResult(loss, g)
+
+
+_EMPTY_3D = {np.dtype(dt): np.empty((0, 0, 0), dt) for dt in (np.float32, np.float64)}
+_EMPTY_2D_F64 = np.empty((0, 0), np.float64)
 
 
 _FAST_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))

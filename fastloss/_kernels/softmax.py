@@ -327,6 +327,114 @@ def ce_index(x, y, w, ignore_index, eps, zl, cap, mean, g, rl, rzl):
     return 0, 0, tw, nv, row_sum(rl), (row_sum(rzl) if zl > 0.0 else 0.0)
 
 
+# ------------------------------------------------- cross-entropy, class axis not last
+# PyTorch's (N, C, d1, ...) layout seen as (A, C, B): the B positions of a slab are
+# contiguous, so tiles of positions are processed with the class loop outside and the
+# position loop inside -- every inner loop runs over contiguous memory and vectorises,
+# and the per-position sums are elementwise (no reduction to reassociate).  Nothing the
+# size of the input is allocated: per-tile buffers only.
+AXIS_TILE = 256
+
+
+@rowfn
+def _axis_tile(x3, y2, w, ignore_index, eps, zl, r, rz, W, a, b0, b1, g3, rl2, rzl2, m, s, sw, ka):
+    C = x3.shape[1]
+    has_w = w.shape[0] > 0
+    want_g = g3.shape[0] > 0
+    n = b1 - b0
+    ec = eps / C
+    for k in range(n):
+        m[k] = -np.inf
+    for c in range(C):
+        xc = x3[a, c, b0:b1]
+        for k in range(n):
+            v = xc[k]
+            m[k] = v if v > m[k] else m[k]
+    if eps > 0.0:
+        for k in range(n):
+            sw[k] = 0.0
+        for c in range(C):
+            wc = w[c] if has_w else 1.0
+            xc = x3[a, c, b0:b1]
+            for k in range(n):
+                sw[k] += wc * (xc[k] - m[k])
+    xt = np.empty(n, np.float64)
+    for k in range(n):
+        t = y2[a, b0 + k]
+        xt[k] = 0.0 if t == ignore_index else float(x3[a, t, b0 + k])
+        s[k] = 0.0
+    for c in range(C):
+        xc = x3[a, c, b0:b1]
+        if want_g:
+            gc = g3[a, c, b0:b1]
+            for k in range(n):
+                e = vexp_neg(xc[k] - m[k])
+                gc[k] = e
+                s[k] += e
+        else:
+            for k in range(n):
+                s[k] += vexp_neg(xc[k] - m[k])
+    for k in range(n):
+        t = y2[a, b0 + k]
+        ls = math.log(s[k])
+        lse = float(m[k]) + ls
+        if t == ignore_index:
+            rl2[a, b0 + k] = 0.0
+            if zl > 0.0:
+                rzl2[a, b0 + k] = 0.0
+            # PyTorch: 0 * softmax, i.e. NaN across the column where log_softmax is NaN
+            ka[k] = 0.0 if lse == lse else np.nan
+            sw[k] = 0.0
+            continue
+        wy = w[t] if has_w else 1.0
+        loss = wy * (1.0 - eps) * (ls - (xt[k] - float(m[k])))
+        if eps > 0.0:
+            loss += ec * (W * ls - sw[k])
+        rl2[a, b0 + k] = loss
+        if zl > 0.0:
+            rzl2[a, b0 + k] = zl * lse * lse
+        ka[k] = ((wy * (1.0 - eps) + ec * W) * r + 2.0 * zl * lse * rz) / s[k]
+        sw[k] = ec * r  # reused: the label-smoothing subtrahend of this position
+    if want_g:
+        for c in range(C):
+            gc = g3[a, c, b0:b1]
+            wc = w[c] if has_w else 1.0
+            for k in range(n):
+                gc[k] = gc[k] * ka[k] - sw[k] * wc
+        for k in range(n):
+            t = y2[a, b0 + k]
+            if t != ignore_index:
+                wy = w[t] if has_w else 1.0
+                g3[a, t, b0 + k] = g3[a, t, b0 + k] - wy * (1.0 - eps) * r
+
+
+@kernel
+def ce_index_axis(x3, y2, w, ignore_index, eps, zl, mean, g3, rl2, rzl2):
+    """Class-index cross-entropy (no softcap) along axis 1 of an (A, C, B) array.
+    Returns (status, bad_target, total_weight, n_valid, sum of rl2, sum of rzl2)."""
+    A, C, B = x3.shape
+    has_w = w.shape[0] > 0
+    status, bad, tw, nv = _targets(y2.ravel(), w, ignore_index, C)
+    if status != 0:
+        return status, bad, tw, nv, 0.0, 0.0
+    W = row_sum(w) if has_w else float(C)
+    r = 1.0 / tw if mean else 1.0
+    rz = 1.0 / nv if mean else 1.0
+    nt = (B + AXIS_TILE - 1) // AXIS_TILE
+    for job in prange(A * nt):
+        a = job // nt
+        b0 = (job % nt) * AXIS_TILE
+        b1 = min(B, b0 + AXIS_TILE)
+        m = np.empty(AXIS_TILE, x3.dtype)
+        s = np.empty(AXIS_TILE, np.float64)
+        sw = np.empty(AXIS_TILE, np.float64)
+        ka = np.empty(AXIS_TILE, np.float64)
+        _axis_tile(
+            x3, y2, w, ignore_index, eps, zl, r, rz, W, a, b0, b1, g3, rl2, rzl2, m, s, sw, ka
+        )
+    return 0, 0, tw, nv, row_sum(rl2.ravel()), (row_sum(rzl2.ravel()) if zl > 0.0 else 0.0)
+
+
 # ----------------------------------------------------------- cross-entropy (probabilities)
 @rowfn
 def _smoothed_target(ti, eps, ec, w, out):
