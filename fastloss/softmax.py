@@ -5,9 +5,10 @@ NumPy/JAX/Keras layout; PyTorch's ``(N, C, d1, ...)`` layout is ``axis=1``).  Lo
 computed per distribution ("row"); ``reduction="none"`` returns the input's shape without
 the class axis.
 
-For ``axis`` other than the last one the rows are strided in memory; fastloss then
-gathers them into a contiguous copy, runs the same row kernel and scatters the gradient
-back (an extra copy of the input and of the gradient; classes-last avoids both).
+For ``axis`` other than the last one the rows are strided in memory.  Class-index
+cross-entropy (without softcap) has a kernel for that layout; the other functions gather
+the rows into a contiguous copy, run the row kernel and scatter the gradient back (an
+extra copy of the input and of the gradient; classes-last avoids both).
 """
 
 from __future__ import annotations
