@@ -32,3 +32,17 @@ def test_fast_path_errors():
         fl.cross_entropy(x, np.array([0, -1, 1]))
     with pytest.raises(ValueError, match="target shape"):
         fl.cross_entropy(x, np.array([0, 1]))
+
+
+def test_few_class_kernel_is_thread_count_invariant():
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((20000, 5)).astype(np.float32)  # parallel few-class path
+    y = rng.integers(0, 5, 20000)
+    two = fl.cross_entropy(x, y, label_smoothing=0.1)
+    n = fl.get_num_threads()
+    try:
+        fl.set_num_threads(1)
+        one = fl.cross_entropy(x, y, label_smoothing=0.1)
+    finally:
+        fl.set_num_threads(n)
+    assert two.loss == one.loss and np.array_equal(two.grad, one.grad)
