@@ -89,23 +89,6 @@ def select(typingctx, cond, a, b):
 
 
 @intrinsic
-def pow2(typingctx, kf):
-    """2**int(kf) for an integral, non-NaN float kf in the normal exponent range."""
-    if kf not in (types.float32, types.float64):
-        return None
-    width, shift, bias = (32, 23, 127) if kf == types.float32 else (64, 52, 1023)
-    sig = kf(kf)
-
-    def codegen(context, builder, signature, args):
-        ity = ir.IntType(width)
-        ki = builder.fptosi(args[0], ity)
-        bits = builder.shl(builder.add(ki, ir.Constant(ity, bias)), ir.Constant(ity, shift))
-        return builder.bitcast(bits, context.get_value_type(kf))
-
-    return sig, codegen
-
-
-@intrinsic
 def pow2_of_rounded(typingctx, t):
     """2**k from t = y + 1.5*2**(mantissa bits), whose low mantissa bits hold k = rint(y)
     (the magic-number rounding).  Pure integer bit operations on t's bits: no float to int
