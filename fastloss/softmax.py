@@ -6,7 +6,7 @@ computed per distribution ("row"); ``reduction="none"`` returns the input's shap
 the class axis.
 
 For ``axis`` other than the last one the rows are strided in memory.  Class-index
-cross-entropy (without softcap) has a kernel for that layout; the other functions gather
+cross-entropy (without softcap) and nll_loss have kernels for that layout; the other functions gather
 the rows into a contiguous copy, run the row kernel and scatter the gradient back (an
 extra copy of the input and of the gradient; classes-last avoids both).
 """
@@ -417,9 +417,21 @@ def nll_loss(
     if x.ndim == 0:
         raise ValueError("input must have at least one dimension (the class axis)")
     ax = normalize_axis(axis, x.ndim)
-    rows = _Rows(x, ax)
     C = x.shape[ax]
     w = _weight(weight, C)
+    if ax != x.ndim - 1:  # strided class axis: read in place, no copy
+        A = math.prod(x.shape[:ax])
+        B = math.prod(x.shape[ax + 1 :])
+        y2 = _index_target_of(target, x.shape, ax).reshape(A, B)
+        g = prepare_out(out, x, grad)
+        g3 = g.reshape(A, C, B) if grad else _EMPTY_3D[x.dtype]
+        rl = np.empty((A, B), np.float64)
+        status, bad, denom, _ = pick(K.nll_axis, A * B * C, A * B)(
+            x.reshape(A, C, B), y2, w, int(ignore_index), reduction == "mean", g3, rl
+        )
+        _check_index_status(status, bad, C)
+        return LossResult(_finish(rl.reshape(-1), reduction, denom, x, ax), g if grad else None)
+    rows = _Rows(x, ax)
     y = _index_target(target, rows)
     g2, g = rows.grad_buffer(out, x, grad)
     R = rows.x2.shape[0]

@@ -82,3 +82,36 @@ def test_axis1_errors():
         fl.cross_entropy(x, np.full((2, 4), 3), axis=1)
     with pytest.raises(ValueError, match="target shape"):
         fl.cross_entropy(x, np.zeros((2, 3), int), axis=1)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("reduction", ["none", "sum", "mean"])
+def test_nll_axis1_matches_torch_and_moveaxis(dtype, reduction):
+    x, y = _special(dtype)
+    w = np.linspace(-0.5, 2.0, x.shape[1])
+    res = fl.nll_loss(x, y, w, axis=1, reduction=reduction)
+    ref = fl.nll_loss(np.moveaxis(x, 1, -1).copy(), y, w, axis=-1, reduction=reduction)
+    assert_close(res.loss, ref.loss, dtype)
+    assert_close(res.grad, np.moveaxis(ref.grad, -1, 1), dtype)
+    xt = torch.tensor(x.astype(np.float64), requires_grad=True)
+    lt = F.nll_loss(xt, torch.tensor(y), torch.tensor(w), reduction=reduction)
+    lt.sum().backward()
+    assert_close(res.loss, lt.detach().numpy(), dtype)
+    assert_close(res.grad, xt.grad.numpy(), dtype)
+
+
+def test_nll_axis1_out_is_input_and_threads():
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((70, 30, 600))
+    y = rng.integers(0, 30, (70, 600))
+    fresh = fl.nll_loss(x, y, axis=1)
+    n = fl.get_num_threads()
+    try:
+        fl.set_num_threads(1)
+        one = fl.nll_loss(x, y, axis=1)
+    finally:
+        fl.set_num_threads(n)
+    assert one.loss == fresh.loss and np.array_equal(one.grad, fresh.grad)
+    xi = x.copy()
+    res = fl.nll_loss(xi, y, axis=1, out=xi)
+    assert res.grad is xi and np.array_equal(xi, fresh.grad) and res.loss == fresh.loss

@@ -516,6 +516,32 @@ def nll(x, y, w, ignore_index, mean, g, rl):
     return 0, 0, tw, nv
 
 
+@kernel
+def nll_axis(x3, y2, w, ignore_index, mean, g3, rl2):
+    """nll along axis 1 of an (A, C, B) array (no copy of the input).
+    Returns (status, bad, tw, nv)."""
+    A, C, B = x3.shape
+    has_w = w.shape[0] > 0
+    want_g = g3.shape[0] > 0
+    status, bad, tw, nv = _targets(y2.ravel(), w, ignore_index, C)
+    if status != 0:
+        return status, bad, tw, nv
+    r = 1.0 / tw if mean else 1.0
+    for a in prange(A):
+        if want_g:
+            _fill(g3[a].ravel(), 0.0)
+        for b in range(B):
+            t = y2[a, b]
+            if t == ignore_index:
+                rl2[a, b] = 0.0
+                continue
+            wy = w[t] if has_w else 1.0
+            rl2[a, b] = -wy * float(x3[a, t, b])
+            if want_g:
+                g3[a, t, b] = -wy * r
+    return 0, 0, tw, nv
+
+
 # ------------------------------------------------------------------------ focal loss
 @kernel
 def focal(x, y, w, ignore_index, gamma, mean, g, rl):
