@@ -6,9 +6,9 @@ computed per distribution ("row"); ``reduction="none"`` returns the input's shap
 the class axis.
 
 For ``axis`` other than the last one the rows are strided in memory.  Class-index
-cross-entropy (without softcap) and nll_loss have kernels for that layout; the other functions gather
-the rows into a contiguous copy, run the row kernel and scatter the gradient back (an
-extra copy of the input and of the gradient; classes-last avoids both).
+cross-entropy (without softcap) and nll_loss have kernels for that layout; the other
+functions gather the rows into a contiguous copy, run the row kernel and scatter the
+gradient back (an extra copy of the input and of the gradient; classes-last avoids both).
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from ._core import (
     to_dtype,
 )
 from ._kernels import softmax as K
+from ._vmath import row_sum
 
 __all__ = [
     "cross_entropy",
@@ -296,8 +297,8 @@ def cross_entropy(
         r = 1.0 / R if (mean and R) else 1.0
         pick(K.ce_prob, R * C, R)(rows.x2, t2, w, eps, zl, cap, r, g2, rl, rzl)
         denom = nv = R
-        total = rl.sum()
-        ztotal = rzl.sum() if zl > 0.0 else 0.0
+        total = row_sum(rl)
+        ztotal = row_sum(rzl) if zl > 0.0 else 0.0
     else:
         if C <= K.SMALL_C and cap == 0.0:  # few classes: whole blocks of rows at once
             status, bad, denom, nv, total, ztotal = pick(K.ce_index_small, R * C)(
@@ -449,7 +450,7 @@ def _finish(rl, reduction, denom, x, ax):
         return array_to_dtype(rl, x.dtype).reshape(
             tuple(s for k, s in enumerate(x.shape) if k != ax)
         )
-    total = rl.sum()
+    total = row_sum(rl)
     if reduction == "sum":
         return to_dtype(total, x.dtype)
     return to_dtype(_mean_div(total, denom) if rl.size else np.nan, x.dtype)
@@ -557,7 +558,7 @@ def _finish_rows(rl, reduction, denom, x, ax):
         return array_to_dtype(rl, x.dtype).reshape(
             tuple(s for k, s in enumerate(x.shape) if k != ax)
         )
-    total = rl.sum()
+    total = row_sum(rl)
     if reduction == "sum":
         return to_dtype(total, x.dtype)
     return to_dtype(_mean_div(total, denom), x.dtype)

@@ -528,17 +528,15 @@ def nll_axis(x3, y2, w, ignore_index, mean, g3, rl2):
         return status, bad, tw, nv
     r = 1.0 / tw if mean else 1.0
     for a in prange(A):
+        for b in range(B):  # read every loss before the gradient (out may be the input)
+            t = y2[a, b]
+            rl2[a, b] = 0.0 if t == ignore_index else -(w[t] if has_w else 1.0) * float(x3[a, t, b])
         if want_g:
             _fill(g3[a].ravel(), 0.0)
-        for b in range(B):
-            t = y2[a, b]
-            if t == ignore_index:
-                rl2[a, b] = 0.0
-                continue
-            wy = w[t] if has_w else 1.0
-            rl2[a, b] = -wy * float(x3[a, t, b])
-            if want_g:
-                g3[a, t, b] = -wy * r
+            for b in range(B):
+                t = y2[a, b]
+                if t != ignore_index:
+                    g3[a, t, b] = -(w[t] if has_w else 1.0) * r
     return 0, 0, tw, nv
 
 
