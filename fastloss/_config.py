@@ -5,10 +5,11 @@ hard-codes ``fastmath=``, ``cache=``, ``parallel=`` or a threading layer.
 
 Policy
 ------
-* ``fastmath`` is limited to ``contract`` (FMA).  The full set's ``nnan``/``ninf``
-  flags would let LLVM delete the NaN, inf
-  and ``-inf``-logit handling the contract promises, and ``reassoc`` would make results
-  depend on the vector width.  Speed comes from the vectorisable math in ``_vmath``.
+* ``fastmath`` is limited to ``contract`` (FMA) in kernels, plus ``reassoc`` inside the
+  summation helpers only (:func:`accumulator`).  The full set's ``nnan``/``ninf`` flags
+  would let LLVM delete the NaN, inf and ``-inf``-logit handling the contract promises,
+  and ``reassoc`` anywhere else would break the range reductions of the vector math.
+  Speed comes from the vectorisable math in ``_vmath``.
 * ``error_model="numpy"``: a division by zero gives inf/nan (as NumPy and PyTorch do)
   instead of raising, and removes the zero checks from the inner loops.
 * ``nogil=True``: kernels release the GIL, so many Python threads can score at once.
@@ -32,14 +33,16 @@ import numba
 from numba.core import caching as _caching
 
 __all__ = [
+    "BLOCK",
+    "PARALLEL_MIN_ROWS",
     "PARALLEL_MIN_WORK",
     "accumulator",
-    "rowfn",
-    "BLOCK",
+    "force_parallel",
     "get_num_threads",
     "inline",
     "kernel",
     "pick",
+    "rowfn",
     "set_num_threads",
     "threading_layer",
 ]
