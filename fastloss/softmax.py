@@ -217,7 +217,6 @@ def cross_entropy(
         and input.ndim == 2
         and target.ndim == 1
         and weight is None
-        and out is None
         and not label_smoothing
         and not z_loss
         and softcap is None
@@ -230,7 +229,7 @@ def cross_entropy(
         and input.flags.c_contiguous
         and target.flags.c_contiguous
     ):
-        return _ce_small_fast(input, target, int(ignore_index), reduction == "mean", grad)
+        return _ce_small_fast(input, target, int(ignore_index), reduction == "mean", grad, out)
     x = as_input(input)
     check_reduction(reduction)
     eps = _float_option("label_smoothing", label_smoothing, 0.0, 1.0, desc="between 0.0 and 1.0")
@@ -340,12 +339,14 @@ _FAST_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 _INT64 = np.dtype(np.int64)
 
 
-def _ce_small_fast(x, y, ignore_index, mean, grad):
+def _ce_small_fast(x, y, ignore_index, mean, grad, out):
     """The most common small call (2-D logits with few classes, int64 labels, no options),
     with the per-call Python work cut to the bone: the same kernel and checks as the
     general path, which it is tested against (tests/test_fastpath.py)."""
     R, C = x.shape
-    if not grad:
+    if out is not None:
+        g = prepare_out(out, x, grad)
+    elif not grad:
         g = _EMPTY_2D[x.dtype]
     elif x.nbytes < POOL.MIN_BYTES:
         g = np.empty((R, C), x.dtype)

@@ -46,3 +46,25 @@ def test_few_class_kernel_is_thread_count_invariant():
     finally:
         fl.set_num_threads(n)
     assert two.loss == one.loss and np.array_equal(two.grad, one.grad)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_fast_path_out_buffers(dtype):
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((40, 9)).astype(dtype)
+    y = rng.integers(0, 9, 40)
+    ref = fl.cross_entropy(x, y.astype(np.int32))  # general path
+    buf = np.empty_like(x)
+    res = fl.cross_entropy(x, y, out=buf)
+    assert res.grad is buf and np.array_equal(buf, ref.grad) and res.loss == ref.loss
+    xi = x.copy()
+    res = fl.cross_entropy(xi, y, out=xi)
+    assert res.grad is xi and np.array_equal(xi, ref.grad) and res.loss == ref.loss
+    with pytest.raises(ValueError, match="out has dtype"):
+        fl.cross_entropy(x, y, out=np.empty(x.shape, np.float16))
+    with pytest.raises(ValueError, match="grad=False"):
+        fl.cross_entropy(x, y, grad=False, out=buf)
+    ro = np.empty_like(x)
+    ro.flags.writeable = False
+    with pytest.raises(ValueError, match="read-only"):
+        fl.cross_entropy(x, y, out=ro)
