@@ -65,16 +65,17 @@ def _exp_inplace(buf):
 
 
 @rowfn
-def _shifted(xi, m, buf):
-    """buf[j] = x_j - m."""
-    for j in range(xi.shape[0]):
-        buf[j] = xi[j] - m
-
-
-@rowfn
-def _mul_inplace(buf, w):
-    for j in range(buf.shape[0]):
-        buf[j] = buf[j] * w[j]
+def _weighted_shift(xi, m, w, out):
+    """out[j] = w_j * (x_j - m) in float64 (w empty: weight 1).  Float64 before the
+    subtraction: with float32 logits, x - m rounded to float32 would cost the label-
+    smoothing and probability-target sums their last digits where terms cancel."""
+    mf = float(m)
+    if w.shape[0] > 0:
+        for j in range(xi.shape[0]):
+            out[j] = w[j] * (float(xi[j]) - mf)
+    else:
+        for j in range(xi.shape[0]):
+            out[j] = float(xi[j]) - mf
 
 
 @rowfn
@@ -270,6 +271,7 @@ def ce_index(x, y, w, ignore_index, eps, zl, cap, mean, g, rl, rzl):
     ns = C if (eps > 0.0 or cap > 0.0 or not want_g) else 0
     for b in prange(_nblocks(R)):
         scratch = np.empty(ns, x.dtype)
+        s64 = np.empty(C if eps > 0.0 else 0, np.float64)
         for i in range(b * ROWS_PER_BLOCK, min(R, (b + 1) * ROWS_PER_BLOCK)):
             xi = x[i]
             t = y[i]
@@ -281,11 +283,10 @@ def ce_index(x, y, w, ignore_index, eps, zl, cap, mean, g, rl, rzl):
             if eps > 0.0 and not ignored:
                 if cap > 0.0:
                     _cap_shifted(xi, cap, m, scratch)
+                    _weighted_shift(scratch, 0.0, w, s64)
                 else:
-                    _shifted(xi, m, scratch)
-                if has_w:
-                    _mul_inplace(scratch, w)
-                sw = row_sum(scratch)
+                    _weighted_shift(xi, m, w, s64)
+                sw = row_sum(s64)
             # exp pass: into the gradient row (scaled in place below) or a scratch row
             buf = g[i] if (want_g and cap == 0.0) else scratch
             if cap > 0.0:
@@ -357,7 +358,7 @@ def _axis_tile(x3, y2, w, ignore_index, eps, zl, r, rz, W, a, b0, b1, g3, rl2, r
             wc = w[c] if has_w else 1.0
             xc = x3[a, c, b0:b1]
             for k in range(n):
-                sw[k] += wc * (xc[k] - m[k])
+                sw[k] += wc * (float(xc[k]) - float(m[k]))
     xt = np.empty(n, np.float64)
     for k in range(n):
         t = y2[a, b0 + k]
@@ -463,10 +464,9 @@ def ce_prob(x, tg, w, eps, zl, cap, r, g, rl, rzl):
             T = row_sum(tw)
             if cap > 0.0:
                 _cap_shifted(xi, cap, m, s2)
+                _weighted_shift(s2, 0.0, tw, s1)
             else:
-                _shifted(xi, m, s2)
-            for j in range(C):
-                s1[j] = tw[j] * s2[j]
+                _weighted_shift(xi, m, tw, s1)
             TX = row_sum(s1)
             buf = g[i] if (want_g and cap == 0.0) else s2
             if cap > 0.0:
