@@ -290,13 +290,26 @@ def test_bce_with_logits_extreme_logits(dtype):
     t = np.tile(np.array([0.0, 1.0, 0.3], dtype), xs.size)
     for pw in (None, np.array([2.5], dtype)):
         res = fl.binary_cross_entropy_with_logits(x, t, pos_weight=pw, reduction="none")
-        # PyTorch in the input's own dtype: 2.5 * float32-max overflows there as here
+        # The loss against PyTorch's formula in extended precision, rounded to the input
+        # dtype: fastloss's cancellation-free form stays finite where PyTorch's own
+        # intermediates overflow (x = -max with a soft target: -inf + ... = inf, while the
+        # true loss 0.75 * max is finite).
+        xl, tl_ = x.astype(np.longdouble), t.astype(np.longdouble)
+        lw = 1 + ((pw.astype(np.longdouble) if pw is not None else 1) - 1) * tl_
+        with np.errstate(all="ignore"):
+            logsig = np.minimum(xl, 0) - np.log1p(np.exp(-np.abs(xl)))
+            exact = (1 - tl_) * xl - lw * logsig
+            exact = np.where(np.isneginf(xl), np.nan, exact)  # -inf + inf, as PyTorch
+            big_ = np.abs(exact) > np.finfo(dtype).max
+            exact = np.where(big_, np.copysign(np.inf, exact), exact).astype(np.float64)
+        assert_close(res.loss, exact, dtype)
+        # the gradient against PyTorch in the input's own dtype (2.5 * max overflows there
+        # as here)
         xt = torch.tensor(x, requires_grad=True)
         tl = F.binary_cross_entropy_with_logits(
             xt, torch.tensor(t), pos_weight=None if pw is None else torch.tensor(pw),
             reduction="none")
         tl.sum().backward()
-        assert_close(res.loss, tl.detach().numpy(), dtype)
         assert_close(res.grad, xt.grad.numpy(), dtype)
         if pw is None:  # finite logits (up to the float maximum) give finite results
             finite = np.isfinite(x)

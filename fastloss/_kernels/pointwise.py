@@ -256,6 +256,19 @@ def _sigmoid_e(x):
 
 
 @inline
+def _bce_logits_value(x, t, pwt, lw, e):
+    """(1 - t) x - lw log(sigmoid(x)) with pwt = pos_weight * t and lw = 1 + pwt - t,
+    e = exp(-|x|), written without cancellation: for x < 0 it equals
+    -pwt x + lw log1p(e), for x >= 0 it is (1 - t) x + lw log1p(e).  (PyTorch's own form
+    loses digits for soft targets at large |x| in float32.)  x = -inf gives NaN, as
+    PyTorch's -inf + inf does."""
+    zero = F(x, 0.0)
+    lin = -pwt * x if x < zero else (F(x, 1.0) - t) * x
+    v = lin + lw * vlog1p(e)
+    return F(x, np.nan) if x == F(x, -np.inf) else v
+
+
+@inline
 def _log_sigmoid_e(x, e):
     """log(sigmoid(x)) = min(x, 0) - log1p(exp(-|x|)), given e = exp(-|x|)."""
     zero = F(x, 0.0)
@@ -299,10 +312,9 @@ def _bce_logits(x, t, pw, has_pw, b, c):
     """F.binary_cross_entropy_with_logits (PyTorch's formula, log-sigmoid based)."""
     one = F(x, 1.0)
     s, _, e = _sigmoid_e(x)
-    ls = _log_sigmoid_e(x, e)
     use_pw = has_pw != F(x, 0.0)
     lw = one + (pw - one) * t if use_pw else one
-    loss = (one - t) * x - ls * lw
+    loss = _bce_logits_value(x, t, pw * t if use_pw else t, lw, e)
     pt = pw * t
     grad = (pt + one - t) * s - pt if use_pw else s - t
     return loss, grad, False
@@ -314,7 +326,7 @@ def _sigmoid_focal(x, t, alpha, gamma, c):
     one = F(x, 1.0)
     zero = F(x, 0.0)
     p, q, e = _sigmoid_e(x)
-    ce = (one - t) * x - _log_sigmoid_e(x, e)
+    ce = _bce_logits_value(x, t, t, one, e)
     # 1 - p_t written as a sum of non-negative terms (no cancellation when p -> 1).
     m = p * (one - t) + q * t
     mg = _pow(m, gamma)
