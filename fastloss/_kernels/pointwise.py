@@ -153,14 +153,18 @@ def _parallel_template(x, t, p, k0, k1, lout, g, partial, flags):
 
 @inline
 def _fill(buf, o, arr, base, cs, m):
-    """buf[o:o+m] = arr[base + j*cs] for j < m, with cs in {0, 1}."""
+    """buf[o:o+m] = arr[base + j*cs] for j < m, with cs in {0, 1}.  Loops over slices
+    from index 0: with ``buf[o + j]`` Numba cannot rule out a negative index, and the
+    wraparound check keeps LLVM from vectorising the copy."""
+    bv = buf[o : o + m]
     if cs == 0:
         v = arr[base]
         for j in range(m):
-            buf[o + j] = v
+            bv[j] = v
     else:
+        av = arr[base : base + m]
         for j in range(m):
-            buf[o + j] = arr[base + j]
+            bv[j] = av[j]
 
 
 def _wrange_template(x, t, w, pw, geom, p, k0, k1, lout, g, partial, flags):
@@ -498,9 +502,13 @@ def sigmoid_map(x, out):
     """out = sigmoid(x), elementwise."""
     n = x.size
     for k in prange((n + BLOCK_ELEMS - 1) // BLOCK_ELEMS):
-        for i in range(k * BLOCK_ELEMS, min(n, (k + 1) * BLOCK_ELEMS)):
-            s, _, _ = _sigmoid_e(x[i])
-            out[i] = s
+        lo = k * BLOCK_ELEMS
+        hi = min(n, lo + BLOCK_ELEMS)
+        xb = x[lo:hi]  # slices indexed from 0: vectorises (see _fill)
+        ob = out[lo:hi]
+        for i in range(hi - lo):
+            s, _, _ = _sigmoid_e(xb[i])
+            ob[i] = s
 
 
 @kernel
@@ -508,9 +516,13 @@ def log_sigmoid_map(x, out):
     """out = log(sigmoid(x)), elementwise."""
     n = x.size
     for k in prange((n + BLOCK_ELEMS - 1) // BLOCK_ELEMS):
-        for i in range(k * BLOCK_ELEMS, min(n, (k + 1) * BLOCK_ELEMS)):
-            xi = x[i]
-            out[i] = _log_sigmoid_e(xi, vexp(-abs(xi)))
+        lo = k * BLOCK_ELEMS
+        hi = min(n, lo + BLOCK_ELEMS)
+        xb = x[lo:hi]
+        ob = out[lo:hi]
+        for i in range(hi - lo):
+            xi = xb[i]
+            ob[i] = _log_sigmoid_e(xi, vexp(-abs(xi)))
 
 
 __all__ = [
