@@ -176,9 +176,9 @@ def _shift_rows(x, i0, i1, mx, e):
         if m != m:
             m = xi.dtype.type(np.nan)
         mx[i - i0] = m
-        o = (i - i0) * C
+        eo = e[(i - i0) * C : (i - i0 + 1) * C]  # a slice indexed from 0 vectorises
         for j in range(C):
-            e[o + j] = xi[j] - m
+            eo[j] = xi[j] - m
 
 
 @rowfn
@@ -210,14 +210,15 @@ def ce_index_small(x, y, w, ignore_index, eps, zl, mean, g, rl, rzl):
         _exp_inplace(e)
         for k in range(i1 - i0):
             s = 0.0
-            for j in range(k * C, (k + 1) * C):
-                s += e[j]
+            ek = e[k * C : (k + 1) * C]
+            for j in range(C):
+                s += ek[j]
             ss[k] = s
         lss = ss.copy()
         _vlog_inplace(lss)
         for i in range(i0, i1):
             k = i - i0
-            o = k * C
+            eo = e[k * C : (k + 1) * C]
             m = float(mx[k])
             s = ss[k]
             ls = lss[k]
@@ -247,7 +248,7 @@ def ce_index_small(x, y, w, ignore_index, eps, zl, mean, g, rl, rzl):
                 a = ((wy * (1.0 - eps) + ec * W) * r + 2.0 * zl * lse * rz) / s
                 bc = ec * r
                 for j in range(C):
-                    gi[j] = e[o + j] * a - bc * (w[j] if has_w else 1.0)
+                    gi[j] = eo[j] * a - bc * (w[j] if has_w else 1.0)
                 gi[t] = gi[t] - wy * (1.0 - eps) * r
     return 0, 0, tw, nv, row_sum(rl), (row_sum(rzl) if zl > 0.0 else 0.0)
 
