@@ -57,17 +57,13 @@ def test_axis1_matches_torch_on_special_values(reduction):
     assert_close(res.grad, xt.grad.numpy(), np.float64)
 
 
-def test_axis1_out_is_input_threads_and_no_grad():
+def test_axis1_out_is_input_threads_and_no_grad(threads):
     rng = np.random.default_rng(3)
     x = rng.standard_normal((8, 50, 4100)).astype(np.float32)  # > 64 positions: parallel
     y = rng.integers(0, 50, (8, 4100))
     fresh = fl.cross_entropy(x, y, axis=1)
-    n = fl.get_num_threads()
-    try:
-        fl.set_num_threads(1)
-        one = fl.cross_entropy(x, y, axis=1)
-    finally:
-        fl.set_num_threads(n)
+    threads.set_num_threads(1)  # the fixture restores the thread count
+    one = fl.cross_entropy(x, y, axis=1)
     assert np.array_equal(fresh.grad, one.grad) and fresh.loss == one.loss
     nog = fl.cross_entropy(x, y, axis=1, grad=False)
     assert nog.grad is None and nog.loss == fresh.loss
@@ -100,17 +96,13 @@ def test_nll_axis1_matches_torch_and_moveaxis(dtype, reduction):
     assert_close(res.grad, xt.grad.numpy(), dtype)
 
 
-def test_nll_axis1_out_is_input_and_threads():
+def test_nll_axis1_out_is_input_and_threads(threads):
     rng = np.random.default_rng(4)
     x = rng.standard_normal((70, 30, 600))
     y = rng.integers(0, 30, (70, 600))
     fresh = fl.nll_loss(x, y, axis=1)
-    n = fl.get_num_threads()
-    try:
-        fl.set_num_threads(1)
-        one = fl.nll_loss(x, y, axis=1)
-    finally:
-        fl.set_num_threads(n)
+    threads.set_num_threads(1)  # the fixture restores the thread count
+    one = fl.nll_loss(x, y, axis=1)
     assert one.loss == fresh.loss and np.array_equal(one.grad, fresh.grad)
     xi = x.copy()
     res = fl.nll_loss(xi, y, axis=1, out=xi)
