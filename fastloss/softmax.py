@@ -447,6 +447,9 @@ def nll_loss(
 
 
 def _finish(rl, reduction, denom, x, ax):
+    """Reduce per-row losses: "none" keeps them (input shape minus the class axis),
+    otherwise their fixed-order float64 sum, divided by ``denom`` for a mean (an empty
+    batch has denom 0: nan, as PyTorch)."""
     if reduction == "none":
         return array_to_dtype(rl, x.dtype).reshape(
             tuple(s for k, s in enumerate(x.shape) if k != ax)
@@ -454,7 +457,7 @@ def _finish(rl, reduction, denom, x, ax):
     total = row_sum(rl)
     if reduction == "sum":
         return to_dtype(total, x.dtype)
-    return to_dtype(_mean_div(total, denom) if rl.size else np.nan, x.dtype)
+    return to_dtype(_mean_div(total, denom), x.dtype)
 
 
 # ---------------------------------------------------------------------- softmax focal
@@ -551,18 +554,7 @@ def _per_row(kern, rows, x, ax, reduction, g2, g, *args):
     else:
         pick(kern, R * x.shape[ax], R)(rows.x2, *args, r, g2, rl)
     rows.scatter(g2, g)
-    return LossResult(_finish_rows(rl, reduction, denom, x, ax), g)
-
-
-def _finish_rows(rl, reduction, denom, x, ax):
-    if reduction == "none":
-        return array_to_dtype(rl, x.dtype).reshape(
-            tuple(s for k, s in enumerate(x.shape) if k != ax)
-        )
-    total = row_sum(rl)
-    if reduction == "sum":
-        return to_dtype(total, x.dtype)
-    return to_dtype(_mean_div(total, denom), x.dtype)
+    return LossResult(_finish(rl, reduction, denom, x, ax), g)
 
 
 def _logits_pair_example(dtype):

@@ -594,6 +594,14 @@ def _exp_scaled(xi, it, M, buf):
 
 
 @rowfn
+def _scaled_softmax_sums(xi, it, buf):
+    """(M, S): the row max and sum_j exp((x_j - M)/T), with the exponentials in buf."""
+    M = row_max(xi)
+    _exp_scaled(xi, it, M, buf)
+    return M, row_sum(buf)
+
+
+@rowfn
 def _kl_terms(si, ti, it, Ms, Mt, eb, d):
     """d_j = e_t,j ((t_j - Mt)/T - (s_j - Ms)/T), 0 where the teacher weight is 0."""
     for j in range(si.shape[0]):
@@ -614,13 +622,11 @@ def kl_logits(xs, xt, temp, r, g, rl):
         for i in range(b * ROWS_PER_BLOCK, min(R, (b + 1) * ROWS_PER_BLOCK)):
             si = xs[i]
             ti = xt[i]
-            Ms = row_max(si)
-            Mt = row_max(ti)
-            _exp_scaled(ti, it, Mt, eb)
-            Sb = row_sum(eb)
-            _kl_terms(si, ti, it, Ms, Mt, eb, d)
-            D = row_sum(d)
+            Mt, Sb = _scaled_softmax_sums(ti, it, eb)
             ea = g[i] if want_g else ea_s
+            Ms = row_max(si)
+            _kl_terms(si, ti, it, Ms, Mt, eb, d)  # reads s before ea (maybe s) is written
+            D = row_sum(d)
             _exp_scaled(si, it, Ms, ea)
             Sa = row_sum(ea)
             rl[i] = temp * temp * (D / Sb - math.log(Sb) + math.log(Sa))
@@ -666,12 +672,8 @@ def js_logits(xa, xb, temp, r, g, rl):
         for i in range(b * ROWS_PER_BLOCK, min(R, (b + 1) * ROWS_PER_BLOCK)):
             ai = xa[i]
             bi = xb[i]
-            Ma = row_max(ai)
-            Mb = row_max(bi)
-            _exp_scaled(ai, it, Ma, ea)
-            Sa = row_sum(ea)
-            _exp_scaled(bi, it, Mb, eb)
-            Sb = row_sum(eb)
+            Ma, Sa = _scaled_softmax_sums(ai, it, ea)
+            Mb, Sb = _scaled_softmax_sums(bi, it, eb)
             _js_row(ai, bi, it, Ma, Mb, ea, eb, Sa, Sb, u, v)
             kp = row_sum(u)
             kq = row_sum(v)
