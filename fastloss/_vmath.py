@@ -23,6 +23,7 @@ from ._config import accumulator, inline, rowfn
 __all__ = [
     "key_to_float",
     "max_key",
+    "prefetch",
     "row_max",
     "row_sum",
     "select",
@@ -105,6 +106,30 @@ def pow2_of_rounded(typingctx, t):
         k_sh = builder.shl(bits, ir.Constant(ity, shift))
         out = builder.add(k_sh, ir.Constant(ity, bias << shift))
         return builder.bitcast(out, context.get_value_type(t))
+
+    return sig, codegen
+
+
+@intrinsic
+def prefetch(typingctx, a, i):
+    """Hint the CPU to fetch the cache line holding ``a[i]`` (1-D C-contiguous array) into
+    the data caches (``llvm.prefetch``: read, high locality).  A hint only: it never
+    faults and changes no value."""
+    if not isinstance(a, types.Array) or a.ndim != 1 or not isinstance(i, types.Integer):
+        return None
+    sig = types.void(a, i)
+
+    def codegen(context, builder, signature, args):
+        arr = context.make_array(signature.args[0])(context, builder, args[0])
+        idx = context.cast(builder, args[1], signature.args[1], types.intp)
+        i8p = ir.IntType(8).as_pointer()
+        ptr = builder.bitcast(builder.gep(arr.data, [idx]), i8p)
+        i32 = ir.IntType(32)
+        fnty = ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32])
+        fn = builder.module.declare_intrinsic("llvm.prefetch", [i8p], fnty)
+        # rw = 0 (read), locality = 3 (keep in all levels), cache type = 1 (data)
+        builder.call(fn, [ptr, ir.Constant(i32, 0), ir.Constant(i32, 3), ir.Constant(i32, 1)])
+        return context.get_dummy_value()
 
     return sig, codegen
 

@@ -621,6 +621,66 @@ def test_zloss_softcap_denominators_with_ignore_and_weights(dtype):
     assert_result(res, x, *exp, "mean")
 
 
+def _wide_rows(dtype, rng):
+    """Rows wide enough for the prefetching exp pass (>= 32 KiB), with a column count that
+    is not a multiple of the prefetch chunk, -inf masks, a NaN row and a one-hot row."""
+    C = (32768 // np.dtype(dtype).itemsize) + 37
+    x = (4 * rng.standard_normal((5, C))).astype(dtype)
+    x[1, ::3] = -np.inf
+    x[2, 100] = np.nan
+    x[3] = -1e30
+    x[3, 5] = 1e30
+    t = rng.integers(0, C, 5)
+    t[1] = 1  # a finite logit of the masked row
+    return x, t
+
+
+@pytest.mark.parametrize("name", list(FAMILY))
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_family_wide_rows_vs_reference(name, dtype):
+    """Rows of >= 32 KiB take the exp pass that prefetches the next row; every row of a
+    batch (the last has no next row), odd tails and out=input must agree with the
+    reference."""
+    fn_name, reffn, build = FAMILY[name]
+    fn = getattr(fl, fn_name)
+    rng = np.random.default_rng(35)
+    x, t = _wide_rows(dtype, rng)
+    args, kw = build(x, t, rng)
+    reduction = "none"
+    exp = reffn(up(x, dtype), *_round_args(args, dtype), reduction=reduction, **kw)
+    res = fn(x, *args, reduction=reduction, **kw)
+    assert_result(res, x, *exp, reduction, loss_shape=(5,), err_msg=name)
+    xin = x.copy()
+    res2 = fn(xin, *args, reduction=reduction, out=xin, **kw)
+    assert res2.grad is xin
+    np.testing.assert_array_equal(res2.grad, res.grad)
+    np.testing.assert_array_equal(res2.loss, res.loss)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_ce_and_utilities_wide_rows_vs_torch(dtype):
+    rng = np.random.default_rng(36)
+    x, t = _wide_rows(dtype, rng)
+    xt = torch.tensor(up(x, dtype))
+    p = rng.random(x.shape)
+    p /= p.sum(-1, keepdims=True)
+    for target in (t, p.astype(dtype)):
+        for reduction in REDUCTIONS:
+            res = fl.cross_entropy(x, target, reduction=reduction)
+            exp = ref.cross_entropy(up(x, dtype), up(target, dtype) if target.dtype.kind == "f"
+                                    else target, reduction=reduction)
+            assert_result(res, x, *exp, reduction, loss_shape=(5,), err_msg=reduction)
+            tt = torch.tensor(up(target, dtype)) if target.dtype.kind == "f" else torch.tensor(t)
+            xg = xt.clone().requires_grad_(True)
+            lt = F.cross_entropy(xg, tt, reduction=reduction)
+            lt.sum().backward()
+            assert_close(res.loss, lt.detach().numpy(), dtype)
+            assert_close(res.grad, xg.grad.numpy(), dtype)
+    for fn, tfn in ((fl.logsumexp, torch.logsumexp), (fl.softmax, torch.softmax),
+                    (fl.log_softmax, torch.log_softmax)):
+        assert_close(fn(x), tfn(xt, -1).numpy(), dtype, err_msg=fn.__name__)
+
+
 @pytest.mark.parametrize("name", list(FAMILY))
 def test_family_gradients_central_differences(name):
     """fastloss's float64 gradient vs central differences of fastloss's own loss."""

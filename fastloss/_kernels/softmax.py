@@ -28,10 +28,17 @@ import numpy as np
 from numba import prange
 
 from .._config import inline, kernel, rowfn
-from .._vmath import row_max, row_sum, select, vexp_neg, vlog, vtanh
+from .._vmath import prefetch, row_max, row_sum, select, vexp_neg, vlog, vtanh
 
 #: Rows per parallel block (scratch buffers are allocated once per block).
 ROWS_PER_BLOCK = 16
+
+#: Rows of at least this many bytes prefetch the next row while their exp pass runs
+#: (rows larger than L1: the hardware prefetcher alone leaves the next row's first pass
+#: waiting on memory; measured 5-7 % faster at 8192 x 32000 and 32768 x 8192 float32,
+#: no gain at 4096 columns).
+PREFETCH_ROW_BYTES = 32768
+_CHUNK = 64  # elements per prefetch step (4 cache lines of float32, 8 of float64)
 
 
 @inline
@@ -42,10 +49,38 @@ def _nblocks(R):
 # Row helpers: each loops over one row with the vector math inlined, and is *called*
 # from the kernels (compiled once per dtype, not once per kernel).
 @rowfn
-def _exp_shifted(xi, m, buf):
-    """buf[j] = exp(x_j - m), m the row max (so the argument is <= 0 or NaN)."""
-    for j in range(xi.shape[0]):
-        buf[j] = vexp_neg(xi[j] - m)
+def _ahead(x, i):
+    """The row to prefetch while row i is processed: row i + 1 for wide rows, else an
+    empty row (no prefetch)."""
+    R, C = x.shape
+    if i + 1 < R and C * x.itemsize >= PREFETCH_ROW_BYTES:
+        return x[i + 1]
+    return x[i, :0]
+
+
+@rowfn
+def _exp_shifted(xi, m, buf, nx):
+    """buf[j] = exp(x_j - m), m the row max (so the argument is <= 0 or NaN).  When ``nx``
+    (the next row, see :func:`_ahead`) is not empty, its cache lines are prefetched
+    along the way, so its first pass reads from cache while this pass computes."""
+    C = xi.shape[0]
+    done = 0
+    if nx.shape[0] >= C:
+        step = 64 // xi.itemsize  # elements per cache line
+        nch = C // _CHUNK
+        for c in range(nch):
+            o = c * _CHUNK
+            for k in range(0, _CHUNK, step):
+                prefetch(nx, o + k)
+            xs = xi[o : o + _CHUNK]
+            bs = buf[o : o + _CHUNK]
+            for j in range(_CHUNK):
+                bs[j] = vexp_neg(xs[j] - m)
+        done = nch * _CHUNK
+    xs = xi[done:]
+    bs = buf[done:]
+    for j in range(xs.shape[0]):
+        bs[j] = vexp_neg(xs[j] - m)
 
 
 @rowfn
@@ -294,7 +329,7 @@ def ce_index(x, y, w, ignore_index, eps, zl, cap, mean, g, rl, rzl):
                 _cap_shifted(xi, cap, m, buf)
                 _exp_inplace(buf)
             else:
-                _exp_shifted(xi, m, buf)
+                _exp_shifted(xi, m, buf, _ahead(x, i))
             s = row_sum(buf)
             ls = math.log(s)
             lse = float(m) + ls
@@ -473,7 +508,7 @@ def ce_prob(x, tg, w, eps, zl, cap, r, g, rl, rzl):
             if cap > 0.0:
                 _exp_inplace(s2)
             else:
-                _exp_shifted(xi, m, buf)
+                _exp_shifted(xi, m, buf, _ahead(x, i))
             s = row_sum(buf)
             ls = math.log(s)
             lse = float(m) + ls
@@ -565,7 +600,7 @@ def focal(x, y, w, ignore_index, gamma, mean, g, rl):
             m = row_max(xi)
             xt = float(xi[t])
             buf = g[i] if want_g else scratch
-            _exp_shifted(xi, m, buf)
+            _exp_shifted(xi, m, buf, _ahead(x, i))
             s = row_sum(buf)
             lp = (xt - float(m)) - math.log(s)
             p = math.exp(lp)
@@ -707,7 +742,7 @@ def entropy(x, r, g, rl):
         for i in range(b * ROWS_PER_BLOCK, min(R, (b + 1) * ROWS_PER_BLOCK)):
             xi = x[i]
             m = row_max(xi)
-            _exp_shifted(xi, m, e)
+            _exp_shifted(xi, m, e, _ahead(x, i))
             S = row_sum(e)
             _entropy_terms(xi, m, e, d)
             mu = row_sum(d) / S  # sum p (x - m)
@@ -745,7 +780,7 @@ def softmax_rows(x, mode, out):
             xi = x[i]
             m = row_max(xi)
             buf = out[i] if mode == 0 else e
-            _exp_shifted(xi, m, buf)
+            _exp_shifted(xi, m, buf, _ahead(x, i))
             s = row_sum(buf)
             if mode == 0:
                 _scale(out[i], 1.0 / s)
