@@ -130,7 +130,7 @@ def as_float_like(t, x: np.ndarray, name: str = "target", shape=None) -> np.ndar
             f"{name} shape {a.shape} does not match input shape {tuple(shape)}"
         )
     if a.dtype != x.dtype or not a.flags.c_contiguous or type(a) is not np.ndarray:
-        a = np.ascontiguousarray(a, dtype=x.dtype)
+        a = np.asarray(a, dtype=x.dtype, order="C")  # (ascontiguousarray makes 0-D 1-D)
     return readonly(a)
 
 
@@ -147,7 +147,7 @@ def as_index_target(t, name: str = "target") -> np.ndarray:
     if a.dtype == np.uint64 and a.size and int(a.max()) > _INT_MAX:
         raise IndexError(f"Target {int(a.max())} is out of bounds.")
     if a.dtype != np.int64 or not a.flags.c_contiguous or type(a) is not np.ndarray:
-        a = np.ascontiguousarray(a, dtype=np.int64)
+        a = np.asarray(a, dtype=np.int64, order="C")  # (ascontiguousarray makes 0-D 1-D)
     return readonly(a)
 
 
@@ -241,6 +241,30 @@ class _BufferPool:
 
 
 POOL = _BufferPool()
+
+
+def same_buffer(a: np.ndarray, b: np.ndarray) -> bool:
+    """``a`` and ``b`` view exactly the same elements (same start, shape and strides)."""
+    return (
+        a.__array_interface__["data"][0] == b.__array_interface__["data"][0]
+        and a.shape == b.shape
+        and a.strides == b.strides
+    )
+
+
+def unalias(out, *arrays):
+    """``arrays`` with each one that overlaps ``out`` without being exactly ``out``'s
+    elements replaced by a read-only copy.  Kernels support ``out=input`` (element for
+    element, in place); any other overlap gives the results of non-overlapping arrays,
+    as NumPy's ufuncs do."""
+    if not isinstance(out, np.ndarray):
+        return arrays
+    return tuple(
+        readonly(np.array(a, order="C"))
+        if a is not None and a.size and np.may_share_memory(out, a) and not same_buffer(out, a)
+        else a
+        for a in arrays
+    )
 
 
 def release_buffers() -> None:

@@ -50,6 +50,7 @@ from ._core import (
     readonly,
     register,
     to_dtype,
+    unalias,
 )
 from ._kernels import pointwise as _k
 
@@ -146,6 +147,7 @@ _EMPTY = {np.dtype(np.float32): np.empty(0, np.float32), np.dtype(np.float64): n
 def _run(kern, x, t, a=0.0, b=0.0, c=0.0, *, reduction, grad, out, wargs=(), on_bad=None):
     """Run an elementwise kernel and reduce: returns the LossResult."""
     g = prepare_out(out, x, grad)
+    x, t = unalias(out, x, t)
     n = x.size
     if reduction == "batchmean":
         denom = x.shape[0] if x.ndim else 1
@@ -161,6 +163,15 @@ def _run(kern, x, t, a=0.0, b=0.0, c=0.0, *, reduction, grad, out, wargs=(), on_
         flags = np.empty(nb, dtype=np.bool_)
         p = np.array([a, b, c, scale], dtype=x.dtype)
         empty = _EMPTY[x.dtype]
+        if on_bad is not None and grad and out is not None and (
+            np.may_share_memory(g, x) or np.may_share_memory(g, t)
+        ):
+            # the gradient overwrites an operand: find values outside the loss's domain
+            # first (a loss-only pass), so an error leaves the caller's arrays intact
+            pick(kern, n)(x.reshape(-1), t.reshape(-1), *wargs, p, 0, nb, empty, empty,
+                          partial, flags)
+            if flags.any():
+                on_bad(x, t)
         pick(kern, n)(
             x.reshape(-1), t.reshape(-1), *wargs, p, 0, nb,
             empty if lout is None else lout.reshape(-1),

@@ -30,7 +30,9 @@ from ._core import (
     prepare_out,
     readonly,
     register,
+    same_buffer,
     to_dtype,
+    unalias,
 )
 from ._kernels import softmax as K
 from ._vmath import row_sum
@@ -133,6 +135,13 @@ def _check_index_status(status, bad, C):
         )
 
 
+def _index_option(value) -> int:
+    """``ignore_index`` as an int; PyTorch's TypeError for anything but an integer."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"ignore_index must be an integer, got {value!r}")
+    return int(value)
+
+
 def _float_option(name, value, lo=None, hi=None, lo_open=False, desc=None):
     try:
         v = float(value)
@@ -228,9 +237,12 @@ def cross_entropy(
         and input.shape[1] <= K.SMALL_C
         and input.flags.c_contiguous
         and target.flags.c_contiguous
+        and (out is None or not np.may_share_memory(out, input) or same_buffer(out, input))
     ):
-        return _ce_small_fast(input, target, int(ignore_index), reduction == "mean", grad, out)
-    x = as_input(input)
+        return _ce_small_fast(
+            input, target, _index_option(ignore_index), reduction == "mean", grad, out
+        )
+    (x,) = unalias(out, as_input(input))
     check_reduction(reduction)
     eps = _float_option("label_smoothing", label_smoothing, 0.0, 1.0, desc="between 0.0 and 1.0")
     zl = _float_option("z_loss", z_loss, 0.0, desc=">= 0")
@@ -253,12 +265,16 @@ def cross_entropy(
         A = math.prod(x.shape[:ax])
         B = math.prod(x.shape[ax + 1 :])
         y2 = _index_target_of(t_arr, x.shape, ax).reshape(A, B)
+        if weight is not None and mean:
+            res = _ce_zero_total_weight(x, ax, y2, w, ignore_index, eps, zl, cap, grad, out)
+            if res is not None:
+                return res
         g = prepare_out(out, x, grad)
         g3 = g.reshape(A, C, B) if grad else _EMPTY_3D[x.dtype]
         rl = np.empty((A, B), np.float64)
         rzl = np.empty((A, B), np.float64) if zl > 0.0 else _EMPTY_2D_F64
         status, bad, denom, nv, total, ztotal = pick(K.ce_index_axis, A * B * C, A * B)(
-            x.reshape(A, C, B), y2, w, int(ignore_index), eps, zl, mean, g3, rl, rzl
+            x.reshape(A, C, B), y2, w, _index_option(ignore_index), eps, zl, mean, g3, rl, rzl
         )
         _check_index_status(status, bad, C)
         return _ce_result(
@@ -280,14 +296,18 @@ def cross_entropy(
             raise ValueError(
                 f"probability target shape {t_arr.shape} does not match input shape {x.shape}"
             )
-        if int(ignore_index) >= 0:
+        if _index_option(ignore_index) >= 0:
             raise ValueError(
                 "ignore_index is not supported for probability (floating point) targets; "
                 f"got ignore_index={ignore_index}"
             )
-        t2 = rows.rows_of(as_float_like(t_arr, x))
+        t2 = rows.rows_of(unalias(out, as_float_like(t_arr, x))[0])
     else:
         y = _index_target(t_arr, rows)
+        if weight is not None and mean:
+            res = _ce_zero_total_weight(x, ax, y, w, ignore_index, eps, zl, cap, grad, out)
+            if res is not None:
+                return res
     g2, g = rows.grad_buffer(out, x, grad)
     R = rows.x2.shape[0]
     rl = np.empty(R, np.float64)
@@ -301,15 +321,64 @@ def cross_entropy(
     else:
         if C <= K.SMALL_C and cap == 0.0:  # few classes: whole blocks of rows at once
             status, bad, denom, nv, total, ztotal = pick(K.ce_index_small, R * C)(
-                rows.x2, y, w, int(ignore_index), eps, zl, mean, g2, rl, rzl
+                rows.x2, y, w, _index_option(ignore_index), eps, zl, mean, g2, rl, rzl
             )
         else:
             status, bad, denom, nv, total, ztotal = pick(K.ce_index, R * C, R)(
-                rows.x2, y, w, int(ignore_index), eps, zl, cap, mean, g2, rl, rzl
+                rows.x2, y, w, _index_option(ignore_index), eps, zl, cap, mean, g2, rl, rzl
             )
         _check_index_status(status, bad, C)
     rows.scatter(g2, g)
     return _ce_result(rl, rzl, total, ztotal, denom, nv, zl, reduction, x, ax, g)
+
+
+def _ce_zero_total_weight(x, ax, y, w, ignore_index, eps, zl, cap, grad, out):
+    """``"mean"`` with class weights whose sum over the counted targets is exactly 0
+    (weights that cancel, or only zero-weight targets): PyTorch's answer is 0/0 and x/0
+    arithmetic, whose NaN/inf pattern depends on its order of operations.  This replays
+    that order in float64 NumPy (a rare case, so speed does not matter).  Returns None
+    when the total weight is not 0 (or a target is out of range: the kernel reports it)."""
+    C = x.shape[ax]
+    yf = y.reshape(-1)
+    ii = _index_option(ignore_index)
+    valid = yf != ii
+    yv = yf[valid]
+    if not yv.size or yv.min() < 0 or yv.max() >= C or w[yv].sum() != 0.0:
+        return None
+    tw = w[yv].sum()
+    x2 = np.moveaxis(x, ax, -1).reshape(-1, C).astype(np.float64)
+    z = cap * np.tanh(x2 / cap) if cap > 0.0 else x2
+    rows_v = np.flatnonzero(valid)
+    with np.errstate(all="ignore"):
+        m = np.max(z, axis=1, keepdims=True) if C else z[:, :1]
+        m = np.where(np.isfinite(m), m, 0.0)
+        lse = m + np.log(np.sum(np.exp(z - m), axis=1, keepdims=True))
+        logsm = z - lse
+        p = np.exp(logsm)
+        go = 1.0 - eps
+        nll = -np.sum(w[yv] * logsm[rows_v, yv]) / tw
+        gls = np.zeros_like(z)
+        gls[rows_v, yv] = w[yv] * -(go / tw)
+        loss = go * nll if eps > 0.0 else nll
+        if eps > 0.0:
+            smooth = -np.sum(logsm[rows_v] * w, axis=1)
+            loss = loss + np.sum(smooth) / tw * (eps / C)
+            gls[rows_v] += -((eps / C) / tw) * w
+        if zl > 0.0:
+            lz = lse[rows_v, 0]
+            loss = loss + zl * np.sum(lz * lz) / lz.size
+            gz = np.zeros_like(z)
+            gz[rows_v] = (2.0 * zl / lz.size) * lz[:, None] * p[rows_v]
+        gx = gls - p * np.sum(gls, axis=1, keepdims=True)
+        if zl > 0.0:
+            gx += gz
+        if cap > 0.0:
+            gx *= 1.0 - np.tanh(x2 / cap) ** 2
+    g = prepare_out(out, x, grad)
+    if grad:
+        gm = gx.reshape(np.moveaxis(x, ax, -1).shape)
+        np.copyto(g, np.moveaxis(gm, -1, ax), casting="unsafe")
+    return LossResult(to_dtype(loss, x.dtype), g if grad else None)
 
 
 def _ce_result(rl, rzl, total, ztotal, denom, nv, zl, reduction, x, ax, g):
@@ -414,7 +483,7 @@ def nll_loss(
         >>> print(f"{fl.nll_loss(logp, np.array([1])).loss:.6f}")
         1.609438
     """
-    x = as_input(input)
+    (x,) = unalias(out, as_input(input))
     check_reduction(reduction)
     if x.ndim == 0:
         raise ValueError("input must have at least one dimension (the class axis)")
@@ -429,7 +498,7 @@ def nll_loss(
         g3 = g.reshape(A, C, B) if grad else _EMPTY_3D[x.dtype]
         rl = np.empty((A, B), np.float64)
         status, bad, denom, _ = pick(K.nll_axis, A * B * C, A * B)(
-            x.reshape(A, C, B), y2, w, int(ignore_index), reduction == "mean", g3, rl
+            x.reshape(A, C, B), y2, w, _index_option(ignore_index), reduction == "mean", g3, rl
         )
         _check_index_status(status, bad, C)
         return LossResult(_finish(rl.reshape(-1), reduction, denom, x, ax), g if grad else None)
@@ -439,7 +508,7 @@ def nll_loss(
     R = rows.x2.shape[0]
     rl = np.empty(R, np.float64)
     status, bad, denom, _ = pick(K.nll, R * C, R)(
-        rows.x2, y, w, int(ignore_index), reduction == "mean", g2, rl
+        rows.x2, y, w, _index_option(ignore_index), reduction == "mean", g2, rl
     )
     _check_index_status(status, bad, C)
     rows.scatter(g2, g)
@@ -499,7 +568,7 @@ def softmax_focal_loss(
         >>> print(f"{fl.softmax_focal_loss(x, np.array([0])).loss:.6f}")
         0.011093
     """
-    x = as_input(input)
+    (x,) = unalias(out, as_input(input))
     check_reduction(reduction)
     gm = _float_option("gamma", gamma, 0.0, desc=">= 0")
     if x.ndim == 0:
@@ -513,7 +582,7 @@ def softmax_focal_loss(
     R = rows.x2.shape[0]
     rl = np.empty(R, np.float64)
     status, bad, denom, _ = pick(K.focal, R * C, R)(
-        rows.x2, y, w, int(ignore_index), gm, reduction == "mean", g2, rl
+        rows.x2, y, w, _index_option(ignore_index), gm, reduction == "mean", g2, rl
     )
     _check_index_status(status, bad, C)
     rows.scatter(g2, g)
@@ -526,7 +595,7 @@ def _pair(input, target, axis, reduction, grad, out):
     check_reduction(reduction, ("none", "sum", "mean", "batchmean"))
     if x.ndim == 0:
         raise ValueError("input must have at least one dimension (the class axis)")
-    t = as_float_like(target, x, shape=x.shape)
+    x, t = unalias(out, x, as_float_like(target, x, shape=x.shape))
     ax = normalize_axis(axis, x.ndim)
     rows = _Rows(x, ax)
     t2 = rows.rows_of(t)
@@ -662,7 +731,7 @@ def softmax_entropy(
         >>> print(f"{fl.softmax_entropy(np.zeros((1, 4))).loss:.6f}")
         1.386294
     """
-    x = as_input(input)
+    (x,) = unalias(out, as_input(input))
     check_reduction(reduction)
     if x.ndim == 0:
         raise ValueError("input must have at least one dimension (the class axis)")
