@@ -16,6 +16,7 @@ from ._core import (
     prepare_out,
     readonly,
     register,
+    unalias,
 )
 from ._kernels.multimargin import multi_margin
 
@@ -107,7 +108,7 @@ def multi_margin_loss(
     if not isinstance(margin, numbers.Real):
         raise TypeError(f"margin must be a real number, got {type(margin).__name__}")
 
-    x = as_input(input)
+    (x,) = unalias(out, as_input(input))  # a partial overlap with out: work from a copy
     if x.ndim not in (1, 2) or x.shape[-1] == 0:
         raise ValueError(f"input must have shape (N, C) or (C,) with C >= 1, got shape {x.shape}")
     t = as_index_target(target)
@@ -143,13 +144,10 @@ def multi_margin_loss(
 
     g = prepare_out(out, x, grad)
     if out is not None and np.may_share_memory(g, x):
-        if g.__array_interface__["data"][0] == x.__array_interface__["data"][0]:
-            # out is input: rows are read before they are overwritten, but a bad target
-            # found mid-kernel would leave the input half overwritten, so check first.
-            if n and (int(t1.min()) < 0 or int(t1.max()) >= c):
-                _raise_bad_target(t1, c, np.flatnonzero((t1 < 0) | (t1 >= c))[0])
-        else:  # partial overlap: work from a copy
-            x2 = readonly(x2.copy())
+        # out is input: rows are read before they are overwritten, but a bad target
+        # found mid-kernel would leave the input half overwritten, so check first.
+        if n and (int(t1.min()) < 0 or int(t1.max()) >= c):
+            _raise_bad_target(t1, c, np.flatnonzero((t1 < 0) | (t1 >= c))[0])
     g2 = g.reshape(n, c) if grad else g.reshape(0, 0)
 
     gscale = dt(1.0 / (n * c)) if reduction == "mean" and n else dt(1.0 / c)

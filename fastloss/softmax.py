@@ -244,6 +244,7 @@ def cross_entropy(
         )
     (x,) = unalias(out, as_input(input))
     check_reduction(reduction)
+    ii = _index_option(ignore_index)
     eps = _float_option("label_smoothing", label_smoothing, 0.0, 1.0, desc="between 0.0 and 1.0")
     zl = _float_option("z_loss", z_loss, 0.0, desc=">= 0")
     cap = (
@@ -266,7 +267,7 @@ def cross_entropy(
         B = math.prod(x.shape[ax + 1 :])
         y2 = _index_target_of(t_arr, x.shape, ax).reshape(A, B)
         if weight is not None and mean:
-            res = _ce_zero_total_weight(x, ax, y2, w, ignore_index, eps, zl, cap, grad, out)
+            res = _ce_zero_total_weight(x, ax, y2, w, ii, eps, zl, cap, grad, out)
             if res is not None:
                 return res
         g = prepare_out(out, x, grad)
@@ -274,7 +275,7 @@ def cross_entropy(
         rl = np.empty((A, B), np.float64)
         rzl = np.empty((A, B), np.float64) if zl > 0.0 else _EMPTY_2D_F64
         status, bad, denom, nv, total, ztotal = pick(K.ce_index_axis, A * B * C, A * B)(
-            x.reshape(A, C, B), y2, w, _index_option(ignore_index), eps, zl, mean, g3, rl, rzl
+            x.reshape(A, C, B), y2, w, ii, eps, zl, mean, g3, rl, rzl
         )
         _check_index_status(status, bad, C)
         return _ce_result(
@@ -296,7 +297,7 @@ def cross_entropy(
             raise ValueError(
                 f"probability target shape {t_arr.shape} does not match input shape {x.shape}"
             )
-        if _index_option(ignore_index) >= 0:
+        if ii >= 0:
             raise ValueError(
                 "ignore_index is not supported for probability (floating point) targets; "
                 f"got ignore_index={ignore_index}"
@@ -305,7 +306,7 @@ def cross_entropy(
     else:
         y = _index_target(t_arr, rows)
         if weight is not None and mean:
-            res = _ce_zero_total_weight(x, ax, y, w, ignore_index, eps, zl, cap, grad, out)
+            res = _ce_zero_total_weight(x, ax, y, w, ii, eps, zl, cap, grad, out)
             if res is not None:
                 return res
     g2, g = rows.grad_buffer(out, x, grad)
@@ -321,18 +322,18 @@ def cross_entropy(
     else:
         if C <= K.SMALL_C and cap == 0.0:  # few classes: whole blocks of rows at once
             status, bad, denom, nv, total, ztotal = pick(K.ce_index_small, R * C)(
-                rows.x2, y, w, _index_option(ignore_index), eps, zl, mean, g2, rl, rzl
+                rows.x2, y, w, ii, eps, zl, mean, g2, rl, rzl
             )
         else:
             status, bad, denom, nv, total, ztotal = pick(K.ce_index, R * C, R)(
-                rows.x2, y, w, _index_option(ignore_index), eps, zl, cap, mean, g2, rl, rzl
+                rows.x2, y, w, ii, eps, zl, cap, mean, g2, rl, rzl
             )
         _check_index_status(status, bad, C)
     rows.scatter(g2, g)
     return _ce_result(rl, rzl, total, ztotal, denom, nv, zl, reduction, x, ax, g)
 
 
-def _ce_zero_total_weight(x, ax, y, w, ignore_index, eps, zl, cap, grad, out):
+def _ce_zero_total_weight(x, ax, y, w, ii, eps, zl, cap, grad, out):
     """``"mean"`` with class weights whose sum over the counted targets is exactly 0
     (weights that cancel, or only zero-weight targets): PyTorch's answer is 0/0 and x/0
     arithmetic, whose NaN/inf pattern depends on its order of operations.  This replays
@@ -340,12 +341,13 @@ def _ce_zero_total_weight(x, ax, y, w, ignore_index, eps, zl, cap, grad, out):
     when the total weight is not 0 (or a target is out of range: the kernel reports it)."""
     C = x.shape[ax]
     yf = y.reshape(-1)
-    ii = _index_option(ignore_index)
     valid = yf != ii
     yv = yf[valid]
-    if not yv.size or yv.min() < 0 or yv.max() >= C or w[yv].sum() != 0.0:
+    if not yv.size or yv.min() < 0 or yv.max() >= C:
         return None
     tw = w[yv].sum()
+    if tw != 0.0:
+        return None
     x2 = np.moveaxis(x, ax, -1).reshape(-1, C).astype(np.float64)
     z = cap * np.tanh(x2 / cap) if cap > 0.0 else x2
     rows_v = np.flatnonzero(valid)
