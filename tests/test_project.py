@@ -42,3 +42,31 @@ def test_no_blanket_fastmath_and_no_hardcoded_numba_options_in_kernels():
 def test_warmup_runs_every_registered_loss():
     spent = fastloss.warmup(dtypes=["float64"], parallel=False)
     assert sorted(spent) == sorted(fastloss.LOSSES)
+
+
+def test_bench_report_pairs_each_out_sample_with_the_copy_of_its_round():
+    import importlib.util
+    import statistics
+
+    spec = importlib.util.spec_from_file_location("fl_report", ROOT / "bench" / "report.py")
+    report = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(report)
+    out_s = [0.10, 0.20, 0.10]  # seconds per out= call, by round
+    copy = [20.0, 10.0, 40.0]  # GB/s of the copy in the same rounds
+    res = {
+        "bytes_moved": 2e9,
+        "impls": {
+            "fastloss_out": {"median_s": 0.10, "min_s": 0.10, "samples_s": out_s},
+            "torch": {"median_s": 1.0},
+            "numpy": {"median_s": 0.5},
+        },
+        "copy_GBps": copy,
+    }
+    d = report.derive(res, bw=40e9, bw_best=50e9)["derived"]
+    # rounds: 20/20, 10/10, 20/40 GB/s -> median 100 %; run-wide median copy: 20/40
+    assert d["bw_out"] == statistics.median([1.0, 1.0, 0.5])
+    assert d["bw_out_run"] == 0.5
+    assert d["bw_out_best"] == 20 / 40
+    del res["copy_GBps"]  # cases without a copy in their rounds: the run-wide copy
+    d = report.derive(res, bw=40e9, bw_best=50e9)["derived"]
+    assert d["bw_out"] == 0.5 and d["bw_out_best"] == 20 / 50
