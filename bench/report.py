@@ -15,10 +15,10 @@ Method
   of many calls, divided by their number.
 * The machine's copy bandwidth is measured in the same run with a parallel Numba copy
   kernel on the same thread count: (bytes read + bytes written) / time.  The ``out=`` call's
-  fraction of it is (input + target read + gradient written) / time / bandwidth.  For the
-  cases with a bandwidth target the copy is one more entry in the case's interleaved
-  rounds, and the fraction is the median over rounds of the ``out=`` sample against the
-  copy sample of the same round: memory bandwidth on a shared (virtualised) machine
+  fraction of it is (input + target read + gradient written) / time / bandwidth.  The copy
+  is one more entry in the interleaved rounds of every case timed with ``out=`` (not the
+  per-call ones), and the fraction is the median over rounds of the ``out=`` sample against
+  the copy sample of the same round: memory bandwidth on a shared (virtualised) machine
   drifts by 30 % or more over minutes, and a pair measured seconds apart sees the same
   conditions.  The run-wide median copy is reported alongside.
 
@@ -516,12 +516,10 @@ def write_markdown(path, meta, results, tgts, bw, first_call):
         f"{meta['bandwidth']['mib']} MiB float32 array, bytes read + written, "
         f"{len(meta['bandwidth']['samples_GBps'])} samples spread over the run). "
         "`out=` GB/s counts the minimum traffic: input and target read once, gradient "
-        "written once. `% of copy BW`: for cases with a bandwidth target the copy runs in "
-        "the case's own interleaved rounds, and the figure is the median over rounds of the "
-        "`out=` sample against the copy sample of the same round (in parentheses: the "
-        "fastest `out=` sample against the case's fastest copy, best vs best); for the other "
-        "cases, median `out=` time against the run's median copy (best vs best against the "
-        "run's fastest copy)."
+        "written once. `% of copy BW`: the copy runs in the case's own interleaved rounds, "
+        "and the figure is the median over rounds of the `out=` sample against the copy "
+        "sample of the same round (in parentheses: the fastest `out=` sample against the "
+        "case's fastest copy, best vs best)."
     )
     paired = [r for r in results if "copy_GBps_case" in r["derived"]]
     if paired:
@@ -770,7 +768,7 @@ def main(argv=None):
         if case.per_call:
             impls.append(TORCH_1T)
         log(f"{case.id}: {', '.join(impls)}")
-        paired = any(metric == "bw_out" for metric, _ in case.targets)
+        paired = not case.per_call and "fastloss_out" in impls
         r = run_case(case, impls, plan, first_call, log, bw if paired else None)
         cases.clear_data()
         gc.collect()
