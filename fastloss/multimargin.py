@@ -140,7 +140,7 @@ def multi_margin_loss(
                 )
             if wa.dtype.kind not in "fiub":
                 raise TypeError(f"weight must be a real numeric array, got dtype {wa.dtype}")
-            w = readonly(np.ascontiguousarray(wa, dtype=x.dtype))
+            (w,) = unalias(out, readonly(np.ascontiguousarray(wa, dtype=x.dtype)))
 
     g = prepare_out(out, x, grad)
     if out is not None and np.may_share_memory(g, x):

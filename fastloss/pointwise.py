@@ -148,6 +148,7 @@ def _run(kern, x, t, a=0.0, b=0.0, c=0.0, *, reduction, grad, out, wargs=(), on_
     """Run an elementwise kernel and reduce: returns the LossResult."""
     g = prepare_out(out, x, grad)
     x, t = unalias(out, x, t)
+    wargs = unalias(out, *wargs)
     n = x.size
     if reduction == "batchmean":
         denom = x.shape[0] if x.ndim else 1

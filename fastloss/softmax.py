@@ -26,6 +26,7 @@ from ._core import (
     as_index_target,
     as_input,
     check_reduction,
+    finish,
     normalize_axis,
     prepare_out,
     readonly,
@@ -86,9 +87,10 @@ class _Rows:
         g = prepare_out(out, x, grad)
         if not grad:
             return np.empty((0, 0), x.dtype), None
+        ret = g if out is None else out  # the caller's object itself (e.g. a memmap)
         if self.moved:
-            return np.empty(self.x2.shape, x.dtype), g
-        return g.reshape(self.x2.shape), g
+            return np.empty(self.x2.shape, x.dtype), ret
+        return g.reshape(self.x2.shape), ret
 
     def scatter(self, g2: np.ndarray, g: np.ndarray) -> None:
         if self.moved and g is not None:
@@ -98,7 +100,8 @@ class _Rows:
             )
 
 
-def _weight(weight, C: int) -> np.ndarray:
+def _weight(weight, C: int, out=None) -> np.ndarray:
+    """Class weights as float64 (C,); a copy when they overlap ``out``."""
     if weight is None:
         return _NO_WEIGHT
     w = np.asarray(weight)
@@ -109,7 +112,7 @@ def _weight(weight, C: int) -> np.ndarray:
             f"weight should be defined either for all {C} classes or no classes "
             f"but got weight of shape {w.shape}"
         )
-    return readonly(np.ascontiguousarray(w, dtype=np.float64))
+    return unalias(out, readonly(np.ascontiguousarray(w, dtype=np.float64)))[0]
 
 
 def _index_target(target, rows: _Rows) -> np.ndarray:
@@ -139,7 +142,10 @@ def _index_option(value) -> int:
     """``ignore_index`` as an int; PyTorch's TypeError for anything but an integer."""
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
         raise TypeError(f"ignore_index must be an integer, got {value!r}")
-    return int(value)
+    v = int(value)
+    if not -(2**63) <= v < 2**63:  # PyTorch: ValueError (overflow of a C++ int64)
+        raise ValueError(f"ignore_index={v} does not fit in a 64-bit integer")
+    return v
 
 
 def _float_option(name, value, lo=None, hi=None, lo_open=False, desc=None):
@@ -256,18 +262,20 @@ def cross_entropy(
         raise ValueError("input must have at least one dimension (the class axis)")
     ax = normalize_axis(axis, x.ndim)
     C = x.shape[ax]
-    w = _weight(weight, C)
+    w = _weight(weight, C, out)
     t_arr = target if isinstance(target, np.ndarray) else np.asarray(target)
     prob = t_arr.dtype.kind == "f"
     mean = reduction == "mean"
+    if C == 0:
+        return _ce_no_classes(x, ax, t_arr, prob, ii, eps, zl, reduction, grad, out)
     if not prob and cap == 0.0 and ax != x.ndim - 1:
         # PyTorch's (N, C, d...) layout: a kernel that walks the strided class axis
         # directly, so nothing the size of the input is copied
         A = math.prod(x.shape[:ax])
         B = math.prod(x.shape[ax + 1 :])
         y2 = _index_target_of(t_arr, x.shape, ax).reshape(A, B)
-        if weight is not None and mean:
-            res = _ce_zero_total_weight(x, ax, y2, w, ii, eps, zl, cap, grad, out)
+        if weight is not None:
+            res = _ce_replay(x, ax, y2, w, ii, eps, zl, cap, reduction, grad, out)
             if res is not None:
                 return res
         g = prepare_out(out, x, grad)
@@ -289,24 +297,16 @@ def cross_entropy(
             reduction,
             x,
             ax,
-            g if grad else None,
+            (g if out is None else out) if grad else None,
         )
     rows = _Rows(x, ax)
     if prob:
-        if t_arr.shape != x.shape:
-            raise ValueError(
-                f"probability target shape {t_arr.shape} does not match input shape {x.shape}"
-            )
-        if ii >= 0:
-            raise ValueError(
-                "ignore_index is not supported for probability (floating point) targets; "
-                f"got ignore_index={ignore_index}"
-            )
+        _check_prob_target(t_arr, x, ii)
         t2 = rows.rows_of(unalias(out, as_float_like(t_arr, x))[0])
     else:
         y = _index_target(t_arr, rows)
-        if weight is not None and mean:
-            res = _ce_zero_total_weight(x, ax, y, w, ii, eps, zl, cap, grad, out)
+        if weight is not None:
+            res = _ce_replay(x, ax, y, w, ii, eps, zl, cap, reduction, grad, out)
             if res is not None:
                 return res
     g2, g = rows.grad_buffer(out, x, grad)
@@ -333,54 +333,108 @@ def cross_entropy(
     return _ce_result(rl, rzl, total, ztotal, denom, nv, zl, reduction, x, ax, g)
 
 
-def _ce_zero_total_weight(x, ax, y, w, ii, eps, zl, cap, grad, out):
-    """``"mean"`` with class weights whose sum over the counted targets is exactly 0
-    (weights that cancel, or only zero-weight targets): PyTorch's answer is 0/0 and x/0
-    arithmetic, whose NaN/inf pattern depends on its order of operations.  This replays
-    that order in float64 NumPy (a rare case, so speed does not matter).  Returns None
-    when the total weight is not 0 (or a target is out of range: the kernel reports it)."""
+def _check_prob_target(t, x, ii):
+    if t.shape != x.shape:
+        raise ValueError(
+            f"probability target shape {t.shape} does not match input shape {x.shape}"
+        )
+    if ii >= 0:
+        raise ValueError(
+            "ignore_index is not supported for probability (floating point) targets; "
+            f"got ignore_index={ii}"
+        )
+
+
+def _ce_no_classes(x, ax, t, prob, ii, eps, zl, reduction, grad, out):
+    """C == 0, PyTorch's empty-sum arithmetic: with probability targets a row's loss is
+    -0.0 (a negated empty sum; its z-loss, of logsumexp = -inf, is inf) and "mean"
+    divides by numel / C = 0/0; with class indices every target must be ignore_index
+    (any other is out of range), each row's loss is 0 (NaN with label smoothing: 0 *
+    eps/0), and "mean" is 0/0."""
+    if prob:
+        _check_prob_target(t, x, ii)
+        per = np.full(x.shape[:ax] + x.shape[ax + 1 :], math.inf if zl > 0.0 else -0.0)
+    else:
+        y = _index_target_of(t, x.shape, ax)
+        bad = y[y != ii]
+        if bad.size:
+            _check_index_status(1, int(bad.flat[0]), 0)
+        per = np.full(y.shape, math.nan if eps > 0.0 else 0.0)
+    if reduction == "none":
+        loss = array_to_dtype(per, x.dtype)
+    else:
+        # "sum": every row has the same value (a sum of -0.0s is -0.0, as in PyTorch)
+        total = per.flat[0] if per.size else (-0.0 if prob else 0.0)
+        loss = to_dtype(math.nan if reduction == "mean" else total, x.dtype)
+    return finish(loss, prepare_out(out, x, grad), grad, out)
+
+
+def _ce_replay(x, ax, y, w, ii, eps, zl, cap, reduction, grad, out):
+    """Class weights whose arithmetic is not finite: a non-finite weight, or under
+    ``"mean"`` a total weight of the counted targets that is exactly 0 (weights that
+    cancel, only zero-weight targets) or whose reciprocal overflows.  PyTorch's answer is
+    then inf/NaN arithmetic whose pattern depends on its order of operations (a weight is
+    read only for the rows that target its class, and by label smoothing), which the
+    fused kernels do not follow.  This replays that order in float64 NumPy (a rare case,
+    so speed does not matter).  Returns None when the weights are ordinary (or a target
+    is out of range: the kernel reports it)."""
     C = x.shape[ax]
     yf = y.reshape(-1)
     valid = yf != ii
     yv = yf[valid]
-    if not yv.size or yv.min() < 0 or yv.max() >= C:
+    if yv.size and (yv.min() < 0 or yv.max() >= C):
         return None
-    tw = w[yv].sum()
-    if tw != 0.0:
-        return None
-    x2 = np.moveaxis(x, ax, -1).reshape(-1, C).astype(np.float64)
-    z = cap * np.tanh(x2 / cap) if cap > 0.0 else x2
-    rows_v = np.flatnonzero(valid)
+    mean = reduction == "mean"
     with np.errstate(all="ignore"):
+        tw = w[yv].sum()
+        if np.isfinite(w).all() and not (mean and yv.size and not np.isfinite(1.0 / tw)):
+            return None
+        D = tw if mean else 1.0  # PyTorch divides by the total weight under "mean" only
+        x2 = np.moveaxis(x, ax, -1).reshape(-1, C).astype(np.float64)
+        z = cap * np.tanh(x2 / cap) if cap > 0.0 else x2
+        rows_v = np.flatnonzero(valid)
         m = np.max(z, axis=1, keepdims=True) if C else z[:, :1]
-        m = np.where(np.isfinite(m), m, 0.0)
         lse = m + np.log(np.sum(np.exp(z - m), axis=1, keepdims=True))
         logsm = z - lse
         p = np.exp(logsm)
         go = 1.0 - eps
-        nll = -np.sum(w[yv] * logsm[rows_v, yv]) / tw
+        per = np.zeros(x2.shape[0])
+        per[rows_v] = -(w[yv] * logsm[rows_v, yv])
         gls = np.zeros_like(z)
-        gls[rows_v, yv] = w[yv] * -(go / tw)
-        loss = go * nll if eps > 0.0 else nll
+        gls[rows_v, yv] = w[yv] * -(go / D)
         if eps > 0.0:
-            smooth = -np.sum(logsm[rows_v] * w, axis=1)
-            loss = loss + np.sum(smooth) / tw * (eps / C)
-            gls[rows_v] += -((eps / C) / tw) * w
-        if zl > 0.0:
-            lz = lse[rows_v, 0]
-            loss = loss + zl * np.sum(lz * lz) / lz.size
-            gz = np.zeros_like(z)
-            gz[rows_v] = (2.0 * zl / lz.size) * lz[:, None] * p[rows_v]
+            smooth = np.zeros(x2.shape[0])
+            smooth[rows_v] = -np.sum(logsm[rows_v] * w, axis=1)
+            # ignored rows too: PyTorch masks their smoothing term after the weighting,
+            # so its backward multiplies the weights by 0 (NaN for a non-finite weight)
+            gls += np.where(valid, -((eps / C) / D), -0.0)[:, None] * w
+        nz = max(rows_v.size, 1) if mean else 1
+        if reduction == "none":
+            loss = go * per + smooth * (eps / C) if eps > 0.0 else per
+            if zl > 0.0:
+                loss[rows_v] += zl * lse[rows_v, 0] ** 2
+        else:
+            nll = np.sum(per) / D
+            loss = go * nll + np.sum(smooth) / D * (eps / C) if eps > 0.0 else nll
+            if zl > 0.0:
+                lz = lse[rows_v, 0]
+                loss = loss + zl * np.sum(lz * lz) / nz
         gx = gls - p * np.sum(gls, axis=1, keepdims=True)
         if zl > 0.0:
-            gx += gz
+            gx[rows_v] += (2.0 * zl / nz) * lse[rows_v] * p[rows_v]
         if cap > 0.0:
             gx *= 1.0 - np.tanh(x2 / cap) ** 2
     g = prepare_out(out, x, grad)
     if grad:
         gm = gx.reshape(np.moveaxis(x, ax, -1).shape)
         np.copyto(g, np.moveaxis(gm, -1, ax), casting="unsafe")
-    return LossResult(to_dtype(loss, x.dtype), g if grad else None)
+    if reduction == "none":
+        loss = array_to_dtype(loss, x.dtype).reshape(
+            tuple(s for k, s in enumerate(x.shape) if k != ax)
+        )
+    else:
+        loss = to_dtype(loss, x.dtype)
+    return finish(loss, g, grad, out)
 
 
 def _ce_result(rl, rzl, total, ztotal, denom, nv, zl, reduction, x, ax, g):
@@ -432,7 +486,7 @@ def _ce_small_fast(x, y, ignore_index, mean, grad, out):
         _check_index_status(status, bad, C)
     if mean:
         total = _mean_div(total, denom) if R else math.nan
-    return LossResult(to_dtype(total, x.dtype), g if grad else None)
+    return finish(to_dtype(total, x.dtype), g, grad, out)
 
 
 _EMPTY_2D = {dt: np.empty((0, 0), dt) for dt in _FAST_DTYPES}
@@ -491,7 +545,7 @@ def nll_loss(
         raise ValueError("input must have at least one dimension (the class axis)")
     ax = normalize_axis(axis, x.ndim)
     C = x.shape[ax]
-    w = _weight(weight, C)
+    w = _weight(weight, C, out)
     if ax != x.ndim - 1:  # strided class axis: read in place, no copy
         A = math.prod(x.shape[:ax])
         B = math.prod(x.shape[ax + 1 :])
@@ -503,7 +557,7 @@ def nll_loss(
             x.reshape(A, C, B), y2, w, _index_option(ignore_index), reduction == "mean", g3, rl
         )
         _check_index_status(status, bad, C)
-        return LossResult(_finish(rl.reshape(-1), reduction, denom, x, ax), g if grad else None)
+        return finish(_finish(rl.reshape(-1), reduction, denom, x, ax), g, grad, out)
     rows = _Rows(x, ax)
     y = _index_target(target, rows)
     g2, g = rows.grad_buffer(out, x, grad)
@@ -578,7 +632,7 @@ def softmax_focal_loss(
     ax = normalize_axis(axis, x.ndim)
     rows = _Rows(x, ax)
     C = x.shape[ax]
-    w = _weight(weight, C)
+    w = _weight(weight, C, out)
     y = _index_target(target, rows)
     g2, g = rows.grad_buffer(out, x, grad)
     R = rows.x2.shape[0]

@@ -132,3 +132,124 @@ def test_ignore_index_must_be_an_integer(bad):
         fl.nll_loss(x, np.array([0, 1]), ignore_index=bad)
     r = fl.cross_entropy(x, np.array([0, 1]), ignore_index=np.int32(1))
     assert np.isclose(r.loss, np.log(3))
+
+
+def _torch_ce_any(x, t, w=None, *, reduction="mean", **kw):
+    xt = torch.tensor(x, requires_grad=True)
+    wt = None if w is None else torch.tensor(w)
+    lt = F.cross_entropy(xt, torch.tensor(t), wt, reduction=reduction, **kw)
+    (lt.sum() if reduction == "none" else lt).backward()
+    return lt.detach().numpy(), xt.grad.numpy()
+
+
+def _assert_matches_torch(r, want):
+    np.testing.assert_allclose(np.asarray(r.loss, float), want[0], rtol=1e-12, equal_nan=True)
+    np.testing.assert_allclose(r.grad, want[1], rtol=1e-12, atol=1e-15, equal_nan=True)
+
+
+@pytest.mark.parametrize("reduction", ["none", "sum", "mean"])
+@pytest.mark.parametrize("ls", [0.0, 0.3])
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("C", [3, 40])
+@pytest.mark.parametrize("axis", [-1, 1])
+def test_ce_non_finite_class_weight_matches_torch(reduction, ls, bad, C, axis):
+    """PyTorch reads a class's weight only for rows targeting it (and in label smoothing):
+    a NaN/inf weight on a class no row targets leaves the plain CE gradient finite."""
+    rng = np.random.default_rng(C)
+    x = rng.standard_normal((4, C, 2) if axis == 1 else (4, C))
+    t = rng.integers(0, C - 1, (4, 2) if axis == 1 else 4)  # class C-1 never targeted
+    t.flat[1] = -100
+    w = rng.random(C) + 0.5
+    w[C - 1] = bad
+    x[0, C - 1] = 5.0  # a row maximum sitting on the non-finite class
+    r = fl.cross_entropy(x, t, w, axis=axis, label_smoothing=ls, reduction=reduction)
+    want = _torch_ce_any(x, t, w, reduction=reduction, label_smoothing=ls)
+    _assert_matches_torch(r, want)
+    if ls == 0.0:
+        assert np.isfinite(r.grad).all()
+
+
+@pytest.mark.parametrize("reduction", ["sum", "mean"])
+def test_ce_subnormal_total_weight_and_inf_logit_rows_match_torch(reduction):
+    x = np.array([[0.5, 1.0, -1.0], [0.0, 2.0, 1.0]])
+    w = np.full(3, 1e-310)
+    _assert_matches_torch(
+        fl.cross_entropy(x, np.array([0, 2]), w, reduction=reduction),
+        _torch_ce_any(x, np.array([0, 2]), w, reduction=reduction),
+    )
+    # zero total weight with an ignored row holding +inf: a whole NaN gradient row
+    x = np.array([[np.inf, 0.0, 1.0], [0.0, 1.0, 2.0]])
+    y, w = np.array([-100, 0]), np.array([0.0, 1.0, 1.0])
+    r = fl.cross_entropy(x, y, w, reduction=reduction)
+    want = _torch_ce_any(x, y, w, reduction=reduction)
+    _assert_matches_torch(r, want)
+    assert np.isnan(r.grad[0]).all()
+
+
+def test_weight_overlapping_out_gives_the_unaliased_result():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((4, 3))
+    y = np.array([0, 1, 2, 1])
+    for fn, kw in (
+        (fl.cross_entropy, {}),
+        (fl.cross_entropy, dict(label_smoothing=0.2)),
+        (fl.nll_loss, {}),
+        (fl.softmax_focal_loss, {}),
+        (fl.multi_margin_loss, {}),
+    ):
+        out = np.empty((4, 3))
+        out[0] = [1.0, 2.0, 3.0]
+        want = fn(x, y, out[0].copy(), reduction="none", **kw)
+        got = fn(x, y, out[0], reduction="none", out=out, **kw)
+        np.testing.assert_array_equal(got.loss, want.loss, err_msg=fn.__name__)
+        np.testing.assert_array_equal(got.grad, want.grad, err_msg=fn.__name__)
+    p = rng.random((4, 3))
+    out = np.empty((4, 3))
+    out[1] = [0.5, 2.0, 1.0]
+    want = fl.binary_cross_entropy(p, p, out[1].copy(), reduction="none")
+    got = fl.binary_cross_entropy(p, p, out[1], reduction="none", out=out)
+    np.testing.assert_array_equal(got.loss, want.loss)
+    np.testing.assert_array_equal(got.grad, want.grad)
+
+
+@pytest.mark.parametrize("reduction", ["none", "sum", "mean"])
+def test_ce_with_no_classes_matches_torch(reduction):
+    x = np.zeros((2, 0))
+    for t, kw in (
+        (np.zeros((2, 0)), {}),
+        (np.zeros((2, 0)), dict(label_smoothing=0.3)),
+        (np.array([-100, -100]), {}),
+        (np.array([-100, -100]), dict(label_smoothing=0.3)),
+    ):
+        r = fl.cross_entropy(x, t, reduction=reduction, **kw)
+        want = F.cross_entropy(torch.tensor(x), torch.tensor(t), reduction=reduction, **kw)
+        np.testing.assert_array_equal(np.asarray(r.loss), want.numpy())
+        finite = ~np.isnan(want.numpy())  # -0.0 where PyTorch negates an empty sum
+        assert (np.signbit(np.asarray(r.loss)) == np.signbit(want.numpy()))[finite].all()
+        assert r.grad.shape == (2, 0)
+    with pytest.raises(IndexError, match="out of bounds"):
+        fl.cross_entropy(x, np.array([0, -100]))
+
+
+def test_memmap_out_is_returned_as_the_grad(tmp_path):
+    x = np.random.default_rng(0).standard_normal((5, 4))
+    y = np.array([0, 1, 2, 3, 0])
+    for fn, args, kw in (
+        (fl.cross_entropy, (y,), {}),
+        (fl.cross_entropy, (y,), dict(axis=0)),
+        (fl.nll_loss, (y,), {}),
+        (fl.softmax_focal_loss, (y,), {}),
+        (fl.softmax_entropy, (), {}),
+        (fl.kl_div_with_logits, (x[::-1].copy(),), {}),
+        (fl.mse_loss, (x * 2,), {}),
+    ):
+        xx = x if kw.get("axis") != 0 else x.T.copy()
+        out = np.memmap(tmp_path / f"{fn.__name__}.dat", dtype=x.dtype, mode="w+", shape=xx.shape)
+        r = fn(xx, *args, out=out, **kw)
+        assert r.grad is out, fn.__name__
+        np.testing.assert_array_equal(np.asarray(out), fn(xx, *args, **kw).grad)
+
+
+def test_ignore_index_outside_int64_is_a_value_error():
+    with pytest.raises(ValueError, match="64-bit"):
+        fl.cross_entropy(np.zeros((2, 3)), np.array([0, 1]), ignore_index=2**63)

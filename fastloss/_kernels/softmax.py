@@ -204,6 +204,9 @@ def _shift_rows(x, i0, i1, mx, e):
     C = x.shape[1]
     for i in range(i0, i1):
         xi = x[i]
+        if C == 0:  # no classes: nothing to read
+            mx[i - i0] = np.nan
+            continue
         m = xi[0]
         for j in range(1, C):
             v = xi[j]
@@ -231,7 +234,8 @@ def ce_index_small(x, y, w, ignore_index, eps, zl, mean, g, rl, rzl):
     status, bad, tw, nv = _targets(y, w, ignore_index, C)
     if status != 0:
         return status, bad, tw, nv, 0.0, 0.0
-    W = row_sum(w) if has_w else float(C)
+    # (0 without label smoothing: a huge weight sum must not make 0 * inf)
+    W = (row_sum(w) if has_w else float(C)) if eps > 0.0 else 0.0
     r = 1.0 / tw if mean else 1.0
     rz = 1.0 / nv if mean else 1.0
     ec = eps / C
@@ -298,7 +302,8 @@ def ce_index(x, y, w, ignore_index, eps, zl, cap, mean, g, rl, rzl):
     status, bad, tw, nv = _targets(y, w, ignore_index, C)
     if status != 0:
         return status, bad, tw, nv, 0.0, 0.0
-    W = row_sum(w) if has_w else float(C)
+    # (0 without label smoothing: a huge weight sum must not make 0 * inf)
+    W = (row_sum(w) if has_w else float(C)) if eps > 0.0 else 0.0
     r = 1.0 / tw if mean else 1.0
     rz = 1.0 / nv if mean else 1.0
     ec = eps / C
@@ -454,7 +459,8 @@ def ce_index_axis(x3, y2, w, ignore_index, eps, zl, mean, g3, rl2, rzl2):
     status, bad, tw, nv = _targets(y2.ravel(), w, ignore_index, C)
     if status != 0:
         return status, bad, tw, nv, 0.0, 0.0
-    W = row_sum(w) if has_w else float(C)
+    # (0 without label smoothing: a huge weight sum must not make 0 * inf)
+    W = (row_sum(w) if has_w else float(C)) if eps > 0.0 else 0.0
     r = 1.0 / tw if mean else 1.0
     rz = 1.0 / nv if mean else 1.0
     nt = (B + AXIS_TILE - 1) // AXIS_TILE
