@@ -289,9 +289,7 @@ def prepare_out(out, x: np.ndarray, grad: bool) -> np.ndarray:
         raise ValueError("out must be C-contiguous")
     if not out.flags.writeable:
         raise ValueError("out is read-only; it must be writeable")
-    if type(out) is not np.ndarray:
-        out = out.view(np.ndarray)
-    return out
+    return out  # a subclass (memmap) as is: Numba types it as a plain array
 
 
 _F32_ROUNDS_TO_INF = 3.4028235677973366e38  # float32 max + half an ulp

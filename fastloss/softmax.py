@@ -87,10 +87,9 @@ class _Rows:
         g = prepare_out(out, x, grad)
         if not grad:
             return np.empty((0, 0), x.dtype), None
-        ret = g if out is None else out  # the caller's object itself (e.g. a memmap)
         if self.moved:
-            return np.empty(self.x2.shape, x.dtype), ret
-        return g.reshape(self.x2.shape), ret
+            return np.empty(self.x2.shape, x.dtype), g
+        return g.reshape(self.x2.shape), g
 
     def scatter(self, g2: np.ndarray, g: np.ndarray) -> None:
         if self.moved and g is not None:
@@ -297,7 +296,7 @@ def cross_entropy(
             reduction,
             x,
             ax,
-            (g if out is None else out) if grad else None,
+            g if grad else None,
         )
     rows = _Rows(x, ax)
     if prob:
@@ -428,12 +427,7 @@ def _ce_replay(x, ax, y, w, ii, eps, zl, cap, reduction, grad, out):
     if grad:
         gm = gx.reshape(np.moveaxis(x, ax, -1).shape)
         np.copyto(g, np.moveaxis(gm, -1, ax), casting="unsafe")
-    if reduction == "none":
-        loss = array_to_dtype(loss, x.dtype).reshape(
-            tuple(s for k, s in enumerate(x.shape) if k != ax)
-        )
-    else:
-        loss = to_dtype(loss, x.dtype)
+    loss = _finish(loss, "none", 1, x, ax) if reduction == "none" else to_dtype(loss, x.dtype)
     return finish(loss, g, grad, out)
 
 
