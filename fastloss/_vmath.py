@@ -508,46 +508,48 @@ def _ov_vtanh(x):
 
 
 # --------------------------------------------------------------------- vectorised max
-# Floats compare like the signed integers k = b ^ ((b >> 63) & 0x7FF..F) (b = raw bits);
-# integer max reductions vectorise without fastmath, float max reductions do not.
-def max_key(x):
-    return x
+# Floats compare like the signed integers k = b ^ ((b >> w-1) & 0x7FF..F) (b = raw bits,
+# w = width); integer max reductions vectorise without fastmath, float max reductions do
+# not.  The key is computed in the float's own width: Numba would widen int32 arithmetic
+# to int64 and halve the vector width of the float32 max (measured 2x slower).
+def _flip(builder, b):
+    """b ^ ((b >> w-1) & 0x7FF..F): float bits <-> ordered integer key (an involution)."""
+    w = b.type.width
+    sign = builder.ashr(b, ir.Constant(b.type, w - 1))
+    return builder.xor(b, builder.and_(sign, ir.Constant(b.type, (1 << (w - 1)) - 1)))
 
 
-def key_to_float(k, like):
-    return k
+_KEY = {types.float32: types.int32, types.float64: types.int64}
 
 
-@overload(max_key, inline="always")
-def _ov_max_key(x):
-    if x == types.float64:
-        mask = np.int64(0x7FFFFFFFFFFFFFFF)
+@intrinsic
+def max_key(typingctx, x):
+    """The signed integer of x's width that orders like x (float32 or float64)."""
+    if x not in _KEY:
+        return None
+    sig = _KEY[x](x)
 
-        def impl(x):
-            b = f64_bits(x)
-            return b ^ ((b >> 63) & mask)
+    def codegen(context, builder, signature, args):
+        return _flip(builder, builder.bitcast(args[0], ir.IntType(_KEY[x].bitwidth)))
 
-        return impl
-    if x == types.float32:
-        mask32 = np.int32(0x7FFFFFFF)
-
-        def impl(x):
-            b = f32_bits(x)
-            return b ^ ((b >> 31) & mask32)
-
-        return impl
+    return sig, codegen
 
 
-@overload(key_to_float, inline="always")
-def _ov_key_to_float(k, like):
-    # Dispatch on the float type: Numba widens int32 arithmetic, so k may be an int64
-    # holding an int32 key (bits_f32 truncates it back).
-    if like == types.float64:
-        mask = np.int64(0x7FFFFFFFFFFFFFFF)
-        return lambda k, like: bits_f64(k ^ ((k >> 63) & mask))
-    if like == types.float32:
-        mask32 = np.int64(0x7FFFFFFF)
-        return lambda k, like: bits_f32(k ^ ((k >> 31) & mask32))
+@intrinsic
+def key_to_float(typingctx, k, like):
+    """The float (of ``like``'s type) whose :func:`max_key` is k."""
+    if like not in _KEY or not isinstance(k, types.Integer):
+        return None
+    sig = like(k, like)
+
+    def codegen(context, builder, signature, args):
+        ity = ir.IntType(_KEY[like].bitwidth)
+        v = args[0]
+        if k.bitwidth != ity.width:
+            v = builder.trunc(v, ity) if k.bitwidth > ity.width else builder.sext(v, ity)
+        return builder.bitcast(_flip(builder, v), context.get_value_type(like))
+
+    return sig, codegen
 
 
 @rowfn
@@ -569,7 +571,7 @@ def _key_start(x):
 def _ov_key_start(x):
     if x.dtype == types.float64:
         return lambda x: np.int64(-0x7FFFFFFFFFFFFFFF - 1)
-    return lambda x: np.int64(-0x7FFFFFFF - 1)
+    return lambda x: np.int32(-0x7FFFFFFF - 1)
 
 
 @accumulator

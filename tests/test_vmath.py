@@ -103,6 +103,35 @@ def test_row_max_and_sum(dt):
 
 
 @pytest.mark.parametrize("dt", [np.float32, np.float64])
+def test_max_key_orders_like_the_floats_in_their_own_width(dt):
+    """Keys sort like the floats (-0.0 just below +0.0), invert exactly, and stay in the
+    float's width (an int64 key for float32 halves the vector width of row_max)."""
+    fi = np.finfo(dt)
+    x = np.array(
+        [-np.inf, -fi.max, -1.5, -fi.tiny, -fi.smallest_subnormal, -0.0, 0.0,
+         fi.smallest_subnormal, fi.tiny, 1.0, 2.5, fi.max, np.inf],
+        dt,
+    )
+
+    @numba.njit
+    def keys(a):
+        out = np.empty(a.shape[0], np.int64)
+        back = np.empty_like(a)
+        for i in range(a.shape[0]):
+            k = vm.max_key(a[i])
+            out[i] = k
+            back[i] = vm.key_to_float(k, a[i])
+        return out, back
+
+    k, back = keys(x)
+    assert (np.diff(k) > 0).all()
+    assert np.array_equal(back.view(np.uint8), x.view(np.uint8))  # -0.0 included
+    key_of = numba.njit(lambda v: vm.max_key(v))
+    key_of(x[0])
+    assert key_of.nopython_signatures[0].return_type.bitwidth == np.dtype(dt).itemsize * 8
+
+
+@pytest.mark.parametrize("dt", [np.float32, np.float64])
 def test_exp_neg(dt):
     run = _loop(vm.vexp_neg)
     rng = np.random.default_rng(3)
