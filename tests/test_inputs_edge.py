@@ -169,6 +169,32 @@ def test_ce_non_finite_class_weight_matches_torch(reduction, ls, bad, C, axis):
         assert np.isfinite(r.grad).all()
 
 
+@pytest.mark.parametrize("reduction", ["none", "sum", "mean"])
+@pytest.mark.parametrize("ls", [0.0, 0.3])
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("axis", [-1, 1])
+def test_ce_probability_targets_with_a_non_finite_class_weight_match_torch(
+    reduction, ls, bad, axis
+):
+    """PyTorch computes -(log_softmax * target * weight): an infinite weight gives an
+    infinite loss where its class has probability, NaN (0 * inf) in a row that gives it
+    none."""
+    rng = np.random.default_rng(7)
+    C = 5
+    x = rng.standard_normal((4, C, 2) if axis == 1 else (4, C))
+    t = rng.random(x.shape)
+    t /= t.sum(axis=1, keepdims=True)
+    w = rng.random(C) + 0.5
+    w[2] = bad
+    t[:, 2] = 0.0
+    t[(0, 2)] = 0.25  # only the first sample (both positions if K-dim) gives class 2 mass
+    r = fl.cross_entropy(x, t, w, axis=axis, label_smoothing=ls, reduction=reduction)
+    want = _torch_ce_any(x, t, w, reduction=reduction, label_smoothing=ls)
+    _assert_matches_torch(r, want)
+    if reduction == "none" and bad == np.inf and ls == 0.0:
+        assert np.isinf(r.loss[0]).all() and np.isnan(r.loss[1:]).all()
+
+
 @pytest.mark.parametrize("reduction", ["sum", "mean"])
 def test_ce_subnormal_total_weight_and_inf_logit_rows_match_torch(reduction):
     x = np.array([[0.5, 1.0, -1.0], [0.0, 2.0, 1.0]])
