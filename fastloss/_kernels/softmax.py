@@ -190,6 +190,15 @@ def _targets(y, w, ignore_index, C):
     return 0, 0, tw, nv
 
 
+@inline
+def _ce_factors(w, tw, nv, eps, mean, C):
+    """(W, r, rz): the class-weight sum that label smoothing spreads (0 without
+    smoothing: a huge weight sum must not make 0 * inf), and the "mean" scales of the
+    cross-entropy part (total weight) and of the z-loss part (number of valid targets)."""
+    W = (row_sum(w) if w.shape[0] > 0 else float(C)) if eps > 0.0 else 0.0
+    return W, (1.0 / tw if mean else 1.0), (1.0 / nv if mean else 1.0)
+
+
 # Few classes (C <= SMALL_C, e.g. multiclass objectives of boosting): per-row helper
 # calls and the scalar tails of short vector loops would dominate, so a block of rows is
 # handled as one flat array: row maxima and shifts in one pass, one vectorised exp over
@@ -234,10 +243,7 @@ def ce_index_small(x, y, w, ignore_index, eps, zl, mean, g, rl, rzl):
     status, bad, tw, nv = _targets(y, w, ignore_index, C)
     if status != 0:
         return status, bad, tw, nv, 0.0, 0.0
-    # (0 without label smoothing: a huge weight sum must not make 0 * inf)
-    W = (row_sum(w) if has_w else float(C)) if eps > 0.0 else 0.0
-    r = 1.0 / tw if mean else 1.0
-    rz = 1.0 / nv if mean else 1.0
+    W, r, rz = _ce_factors(w, tw, nv, eps, mean, C)
     ec = eps / C
     for b in prange((R + SMALL_ROWS - 1) // SMALL_ROWS):
         i0 = b * SMALL_ROWS
@@ -302,10 +308,7 @@ def ce_index(x, y, w, ignore_index, eps, zl, cap, mean, g, rl, rzl):
     status, bad, tw, nv = _targets(y, w, ignore_index, C)
     if status != 0:
         return status, bad, tw, nv, 0.0, 0.0
-    # (0 without label smoothing: a huge weight sum must not make 0 * inf)
-    W = (row_sum(w) if has_w else float(C)) if eps > 0.0 else 0.0
-    r = 1.0 / tw if mean else 1.0
-    rz = 1.0 / nv if mean else 1.0
+    W, r, rz = _ce_factors(w, tw, nv, eps, mean, C)
     ec = eps / C
     # a scratch row only where the gradient row cannot serve (a 128 KiB+ allocation per
     # block would be an mmap/munmap pair for wide rows)
@@ -455,14 +458,10 @@ def ce_index_axis(x3, y2, w, ignore_index, eps, zl, mean, g3, rl2, rzl2):
     """Class-index cross-entropy (no softcap) along axis 1 of an (A, C, B) array.
     Returns (status, bad_target, total_weight, n_valid, sum of rl2, sum of rzl2)."""
     A, C, B = x3.shape
-    has_w = w.shape[0] > 0
     status, bad, tw, nv = _targets(y2.ravel(), w, ignore_index, C)
     if status != 0:
         return status, bad, tw, nv, 0.0, 0.0
-    # (0 without label smoothing: a huge weight sum must not make 0 * inf)
-    W = (row_sum(w) if has_w else float(C)) if eps > 0.0 else 0.0
-    r = 1.0 / tw if mean else 1.0
-    rz = 1.0 / nv if mean else 1.0
+    W, r, rz = _ce_factors(w, tw, nv, eps, mean, C)
     nt = (B + AXIS_TILE - 1) // AXIS_TILE
     for job in prange(A * nt):
         a = job // nt
