@@ -25,6 +25,7 @@ __all__ = [
     "as_input",
     "as_float_like",
     "as_index_target",
+    "target_out_of_bounds",
     "check_reduction",
     "check_same_shape",
     "prepare_out",
@@ -137,15 +138,24 @@ def as_float_like(t, x: np.ndarray, name: str = "target", shape=None) -> np.ndar
 _INT_MAX = np.iinfo(np.int64).max
 
 
-def as_index_target(t, name: str = "target") -> np.ndarray:
-    """Class indices as a C-contiguous read-only int64 array (any integer dtype)."""
+def target_out_of_bounds(value: int, C: int, ignorable: bool = False) -> IndexError:
+    """SPEC 5's error for a class index outside [0, C) (naming the value and C)."""
+    also = " or ignore_index" if ignorable else ""
+    return IndexError(
+        f"Target {value} is out of bounds for {C} classes (valid range [0, {C}){also})"
+    )
+
+
+def as_index_target(t, C: int, ignorable: bool = False, name: str = "target") -> np.ndarray:
+    """Class indices (of ``C`` classes; ``ignorable``: an ignore_index applies) as a
+    C-contiguous read-only int64 array (any integer dtype)."""
     a = t if type(t) is np.ndarray else np.asarray(t)
     if a.dtype.kind not in "iu":
         if a.dtype.kind == "b":
             raise TypeError(f"{name} must hold integer class indices, got dtype bool")
         raise TypeError(f"{name} must hold integer class indices, got dtype {a.dtype}")
     if a.dtype == np.uint64 and a.size and int(a.max()) > _INT_MAX:
-        raise IndexError(f"Target {int(a.max())} is out of bounds.")
+        raise target_out_of_bounds(int(a.max()), C, ignorable)
     if a.dtype != np.int64 or not a.flags.c_contiguous or type(a) is not np.ndarray:
         a = np.asarray(a, dtype=np.int64, order="C")  # (ascontiguousarray makes 0-D 1-D)
     return readonly(a)

@@ -32,6 +32,7 @@ __all__ = [
     "vexpm1",
     "vlog",
     "vlog1p",
+    "vlog1p_unit",
     "vtanh",
 ]
 
@@ -302,8 +303,19 @@ _MANT64 = np.int64(0x000FFFFFFFFFFFFF)
 def _log64(x):
     sub = x < _TINY64
     xs = select(sub, x * _TWO54, x)
+    res = _log64_normal(xs, select(sub, np.int64(1023 + 54), np.int64(1023)))
+    res = select(x == 0.0, -np.inf, res)
+    res = select(x < 0.0, np.nan, res)
+    res = select(x < np.inf, res, x)  # +inf -> inf, NaN -> NaN
+    return res
+
+
+@inline
+def _log64_normal(xs, bias):
+    """log of a positive, finite, normal xs whose exponent bias is ``bias`` (larger for a
+    subnormal scaled up by 2**54)."""
     ix = f64_bits(xs) + _OFF64
-    k = (ix >> 52) - select(sub, np.int64(1023 + 54), np.int64(1023))
+    k = (ix >> 52) - bias
     m = bits_f64((ix & _MANT64) + _MID64)
     f = m - 1.0
     hfsq = 0.5 * f * f
@@ -313,11 +325,7 @@ def _log64(x):
     t1 = w * (_LG2 + w * (_LG4 + w * _LG6))
     t2 = z * (_LG1 + w * (_LG3 + w * (_LG5 + w * _LG7)))
     dk = np.float64(k)
-    res = s * (hfsq + t1 + t2) + dk * _LN2_LO_L64 - hfsq + f + dk * _LN2_HI_L64
-    res = select(x == 0.0, -np.inf, res)
-    res = select(x < 0.0, np.nan, res)
-    res = select(x < np.inf, res, x)  # +inf -> inf, NaN -> NaN
-    return res
+    return s * (hfsq + t1 + t2) + dk * _LN2_LO_L64 - hfsq + f + dk * _LN2_HI_L64
 
 
 _LG1_32 = np.float32(0.66666662693)
@@ -344,8 +352,18 @@ _INF32 = np.float32(np.inf)
 def _log32(x):
     sub = x < _TINY32
     xs = select(sub, x * _TWO25, x)
+    res = _log32_normal(xs, select(sub, np.int32(127 + 25), np.int32(127)))
+    res = select(x == _ZERO32, _NINF32, res)
+    res = select(x < _ZERO32, _NAN32, res)
+    res = select(x < _INF32, res, x)
+    return res
+
+
+@inline
+def _log32_normal(xs, bias):
+    """float32 :func:`_log64_normal`."""
     ix = f32_bits(xs) + _OFF32
-    k = (ix >> 23) - select(sub, np.int32(127 + 25), np.int32(127))
+    k = (ix >> 23) - bias
     m = bits_f32((ix & _MANT32) + _MID32)
     f = m - _ONE32
     s = f / (_TWO32 + f)
@@ -355,11 +373,7 @@ def _log32(x):
     t2 = z * (_LG1_32 + w * _LG3_32)
     hfsq = _HALF32 * f * f
     dk = np.float32(k)
-    res = s * (hfsq + t1 + t2) + dk * _LN2_LO_L32 - hfsq + f + dk * _LN2_HI_L32
-    res = select(x == _ZERO32, _NINF32, res)
-    res = select(x < _ZERO32, _NAN32, res)
-    res = select(x < _INF32, res, x)
-    return res
+    return s * (hfsq + t1 + t2) + dk * _LN2_LO_L32 - hfsq + f + dk * _LN2_HI_L32
 
 
 # ---------------------------------------------------------------------- type dispatch
@@ -428,6 +442,28 @@ def _ov_vlog1p(x):
             res = lu - corr
             res = select(corr != corr, lu, res)  # u == 0 (x == -1) or x == inf: log(u) exact
             return select(u == one, x, res)  # tiny x: log1p(x) == x
+
+        return impl
+
+
+def vlog1p_unit(e):
+    """log(1 + e) for e in [0, 1] (e = exp(-|x|) of the softplus family) or NaN,
+    vectorisable: :func:`vlog1p` without the range special cases, and its correction
+    term multiplied by 1/(1 + e) (the sigmoid's own division, shared after CSE)."""
+    return np.log1p(e)
+
+
+@overload(vlog1p_unit, inline="always")
+def _ov_vlog1p_unit(e):
+    if e in (types.float32, types.float64):
+        one = e(1.0)
+        bias = np.int32(127) if e == types.float32 else np.int64(1023)
+        log_normal = _log32_normal if e == types.float32 else _log64_normal
+
+        def impl(e):
+            u = one + e  # in [1, 2]: a normal number
+            res = log_normal(u, bias) - ((u - one) - e) * (one / u)
+            return select(e == e, res, e)
 
         return impl
 

@@ -16,6 +16,7 @@ from ._core import (
     prepare_out,
     readonly,
     register,
+    target_out_of_bounds,
     unalias,
 )
 from ._kernels.multimargin import multi_margin
@@ -111,7 +112,7 @@ def multi_margin_loss(
     (x,) = unalias(out, as_input(input))  # a partial overlap with out: work from a copy
     if x.ndim not in (1, 2) or x.shape[-1] == 0:
         raise ValueError(f"input must have shape (N, C) or (C,) with C >= 1, got shape {x.shape}")
-    t = as_index_target(target)
+    t = as_index_target(target, x.shape[-1])
     if not _target_shape_ok(x.shape, t.shape):
         expected = "() or (1,)" if x.ndim == 1 else f"({x.shape[0]},)"
         raise ValueError(
@@ -170,5 +171,4 @@ def multi_margin_loss(
 
 
 def _raise_bad_target(t, c, row):
-    v = int(t[row])
-    raise IndexError(f"Target {v} is out of bounds for {c} classes (valid range [0, {c}))")
+    raise target_out_of_bounds(int(t[row]), c)

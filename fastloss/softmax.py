@@ -32,6 +32,7 @@ from ._core import (
     readonly,
     register,
     same_buffer,
+    target_out_of_bounds,
     to_dtype,
     unalias,
 )
@@ -120,7 +121,7 @@ def _index_target(target, rows: _Rows) -> np.ndarray:
 
 def _index_target_of(target, shape, axis) -> np.ndarray:
     """Integer targets with ``shape`` minus the class ``axis`` (checked), as int64."""
-    y = as_index_target(target)
+    y = as_index_target(target, shape[axis], ignorable=True)
     expected = tuple(s for k, s in enumerate(shape) if k != axis)
     if y.shape != expected:
         raise ValueError(
@@ -132,9 +133,7 @@ def _index_target_of(target, shape, axis) -> np.ndarray:
 
 def _check_index_status(status, bad, C):
     if status == 1:
-        raise IndexError(
-            f"Target {bad} is out of bounds for {C} classes (valid range [0, {C}) or ignore_index)"
-        )
+        raise target_out_of_bounds(bad, C, ignorable=True)
 
 
 def _index_option(value) -> int:
@@ -152,7 +151,7 @@ def _float_option(name, value, lo=None, hi=None, lo_open=False, desc=None):
         v = float(value)
     except (TypeError, ValueError):
         raise TypeError(f"{name} must be a real number, got {value!r}") from None
-    ok = v == v
+    ok = math.isfinite(v)  # (an infinite z_loss, softcap, gamma or temperature is NaN arithmetic)
     if lo is not None:
         ok = ok and (v > lo if lo_open else v >= lo)
     if hi is not None:
@@ -251,11 +250,11 @@ def cross_entropy(
     check_reduction(reduction)
     ii = _index_option(ignore_index)
     eps = _float_option("label_smoothing", label_smoothing, 0.0, 1.0, desc="between 0.0 and 1.0")
-    zl = _float_option("z_loss", z_loss, 0.0, desc=">= 0")
+    zl = _float_option("z_loss", z_loss, 0.0, desc="a finite number >= 0")
     cap = (
         0.0
         if softcap is None
-        else _float_option("softcap", softcap, 0.0, lo_open=True, desc="> 0 or None")
+        else _float_option("softcap", softcap, 0.0, lo_open=True, desc="finite and > 0, or None")
     )
     if x.ndim == 0:
         raise ValueError("input must have at least one dimension (the class axis)")
@@ -664,7 +663,7 @@ def softmax_focal_loss(
     """
     (x,) = unalias(out, as_input(input))
     check_reduction(reduction)
-    gm = _float_option("gamma", gamma, 0.0, desc=">= 0")
+    gm = _float_option("gamma", gamma, 0.0, desc="a finite number >= 0")
     if x.ndim == 0:
         raise ValueError("input must have at least one dimension (the class axis)")
     ax = normalize_axis(axis, x.ndim)
@@ -764,7 +763,7 @@ def kl_div_with_logits(
         >>> print(f"{fl.kl_div_with_logits(s, t).loss:.6f}")
         1.150421
     """
-    T = _float_option("temperature", temperature, 0.0, lo_open=True, desc="> 0")
+    T = _float_option("temperature", temperature, 0.0, lo_open=True, desc="a finite number > 0")
     x, ax, rows, t2, g2, g = _pair(input, target, axis, reduction, grad, out)
     return _per_row(K.kl_logits, rows, x, ax, reduction, g2, g, t2, T)
 
@@ -800,7 +799,7 @@ def js_div_with_logits(
         >>> print(f"{fl.js_div_with_logits(a, b).loss:.6f}")
         0.247588
     """
-    T = _float_option("temperature", temperature, 0.0, lo_open=True, desc="> 0")
+    T = _float_option("temperature", temperature, 0.0, lo_open=True, desc="a finite number > 0")
     x, ax, rows, t2, g2, g = _pair(input, target, axis, reduction, grad, out)
     return _per_row(K.js_logits, rows, x, ax, reduction, g2, g, t2, T)
 

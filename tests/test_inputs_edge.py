@@ -279,3 +279,86 @@ def test_memmap_out_is_returned_as_the_grad(tmp_path):
 def test_ignore_index_outside_int64_is_a_value_error():
     with pytest.raises(ValueError, match="64-bit"):
         fl.cross_entropy(np.zeros((2, 3)), np.array([0, 1]), ignore_index=2**63)
+
+
+# ------------------------------------------------- third differential fuzz (2026-11-21)
+@pytest.mark.parametrize("reduction", ["none", "sum", "mean"])
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("inplace", [False, True])
+def test_ce_infinite_probability_target_on_the_row_max_matches_torch(reduction, weighted, inplace):
+    """PyTorch sums -(log_softmax * target) term by term: an infinite target on the row
+    maximum gives inf (the rearranged T * lse - sum t x would be inf * 0 = NaN)."""
+    x = np.array([[0.0, 1.0, -2.0], [3.0, 0.5, -1.0], [0.2, 0.1, 0.0]])
+    t = np.array([[0.5, np.inf, 0.0], [np.inf, np.inf, 0.0], [0.3, 0.3, 0.4]])
+    w = np.array([1.0, 2.0, 0.5]) if weighted else None
+    want = _torch_ce_any(x, t, w, reduction=reduction)
+    xx = x.copy()
+    r = fl.cross_entropy(xx, t, w, reduction=reduction, out=xx if inplace else None)
+    _assert_matches_torch(r, want)
+    if reduction == "none":
+        assert np.isinf(r.loss[:2]).all() and np.isfinite(r.loss[2])
+
+
+def test_ce_infinite_probability_target_with_softcap_takes_the_capped_logits():
+    x = np.array([[0.0, 3.0, -2.0]])
+    t = np.array([[0.5, np.inf, 0.0]])
+    r = fl.cross_entropy(x, t, softcap=2.0, reduction="none")
+    z = 2.0 * np.tanh(x / 2.0)
+    logsm = z - np.log(np.exp(z).sum())
+    assert r.loss[0] == -(logsm * t)[0, :2].sum() == np.inf
+
+
+@pytest.mark.parametrize("pw", [None, 0.5, 3.0, -2.0])
+def test_bce_with_logits_at_minus_inf_follows_torch_for_any_target(pw):
+    """(1 - t) x - lw log_sigmoid(x) at x = -inf: NaN for t <= 1, +-inf beyond."""
+    t = np.array([-0.5, 0.0, 0.3, 1.0, 2.0])
+    x = np.full(t.shape, -np.inf)
+    kw = {} if pw is None else {"pos_weight": np.full(t.shape, pw)}
+    r = fl.binary_cross_entropy_with_logits(x, t, reduction="none", **kw)
+    xt = torch.tensor(x, requires_grad=True)
+    tkw = {} if pw is None else {"pos_weight": torch.tensor(kw["pos_weight"])}
+    lt = F.binary_cross_entropy_with_logits(xt, torch.tensor(t), reduction="none", **tkw)
+    lt.sum().backward()
+    np.testing.assert_array_equal(r.loss, lt.detach().numpy())
+    np.testing.assert_array_equal(r.grad, xt.grad.numpy())
+
+
+def test_sigmoid_focal_gamma_zero_at_infinite_logits_has_torch_gradient():
+    """torch's pow backward is exactly 0 for exponent 0, even where the CE is inf."""
+    x = np.array([np.inf, -np.inf, np.inf, 5.0])
+    t = np.array([0.0, 1.0, 1.0, 1.0])
+    r = fl.sigmoid_focal_loss(x, t, gamma=0.0, reduction="none")
+    at = 0.25 * t + 0.75 * (1 - t)
+    p = 1.0 / (1.0 + np.exp(-x))
+    np.testing.assert_allclose(r.grad, at * (p - t), rtol=1e-13)  # 0.75, -0.25, 0, ...
+
+
+def test_sigmoid_focal_gradient_of_a_confident_correct_logit_keeps_its_digits():
+    """t = 1, large x: p - t = -sigmoid(-x), not a cancellation; the gradient is about
+    -alpha (1 + gamma) q**3 with q = exp(-x) (ce ~ q, (1 - p_t)**2 ~ q**2)."""
+    x = np.array([30.0, 38.5, 60.0])
+    r = fl.sigmoid_focal_loss(x, np.ones(3), reduction="none")
+    q = np.exp(-x)
+    np.testing.assert_allclose(r.grad, -0.25 * 3.0 * q**3, rtol=1e-12)
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda: fl.softmax_focal_loss(np.zeros((1, 3)), np.array([0]), gamma=np.inf),
+        lambda: fl.kl_div_with_logits(np.zeros((1, 3)), np.zeros((1, 3)), temperature=np.inf),
+        lambda: fl.js_div_with_logits(np.zeros((1, 3)), np.zeros((1, 3)), temperature=np.inf),
+        lambda: fl.cross_entropy(np.zeros((1, 3)), np.array([0]), z_loss=np.inf),
+        lambda: fl.cross_entropy(np.zeros((1, 3)), np.array([0]), softcap=np.inf),
+    ],
+)
+def test_infinite_options_are_value_errors(call):
+    with pytest.raises(ValueError, match="finite"):
+        call()
+
+
+@pytest.mark.parametrize("fn", [fl.nll_loss, fl.cross_entropy, fl.multi_margin_loss])
+def test_uint64_target_beyond_int64_names_the_value_and_c(fn):
+    y = np.array([2**63 + 5], dtype=np.uint64)
+    with pytest.raises(IndexError, match=r"Target 9223372036854775813 is out of bounds for 4 "):
+        fn(np.zeros((1, 4)), y)

@@ -21,9 +21,10 @@ LOOPS = {
     "expm1": (_loop(vm.vexpm1), np.expm1),
     "log": (_loop(vm.vlog), np.log),
     "log1p": (_loop(vm.vlog1p), np.log1p),
+    "log1p_unit": (_loop(vm.vlog1p_unit), np.log1p),
     "tanh": (_loop(vm.vtanh), np.tanh),
 }
-ULPS = {"exp": 1, "expm1": 2, "log": 1, "log1p": 1, "tanh": 3}
+ULPS = {"exp": 1, "expm1": 2, "log": 1, "log1p": 1, "log1p_unit": 1, "tanh": 3}
 SPECIAL = [0.0, -0.0, 1.0, -1.0, np.inf, -np.inf, np.nan, 1e-30, -1e-30, 1e30, -1e30]
 
 
@@ -49,6 +50,10 @@ def _inputs(name, dt):
                 [fi.tiny, fi.tiny / 8, fi.smallest_subnormal, fi.max],
             ]
         )
+    elif name == "log1p_unit":  # its domain: e = exp(-|x|) in [0, 1], or NaN
+        e = np.exp(-np.abs(rng.uniform(-hi * 1.2, hi * 1.2, 200_000)))
+        special = [0.0, 1.0, np.nan, fi.tiny, fi.smallest_subnormal, fi.eps, 1 - fi.epsneg]
+        return np.concatenate([e, special]).astype(dt)
     elif name == "log1p":
         x = np.concatenate(
             [

@@ -55,7 +55,7 @@ from numba import prange, types
 from numba.extending import overload
 
 from .._config import inline, kernel, rowfn
-from .._vmath import vexp, vexpm1, vlog, vlog1p, vtanh
+from .._vmath import vexp, vexpm1, vlog, vlog1p, vlog1p_unit, vtanh
 
 #: Elements per block: the unit of parallel work and of the deterministic reduction.
 #: Two scratch buffers of this size (32 KiB in float64) stay in L1/L2.
@@ -264,19 +264,20 @@ def _bce_logits_value(x, t, pwt, lw, e):
     """(1 - t) x - lw log(sigmoid(x)) with pwt = pos_weight * t and lw = 1 + pwt - t,
     e = exp(-|x|), written without cancellation: for x < 0 it equals
     -pwt x + lw log1p(e), for x >= 0 it is (1 - t) x + lw log1p(e).  (PyTorch's own form
-    loses digits for soft targets at large |x| in float32.)  x = -inf gives NaN, as
-    PyTorch's -inf + inf does."""
+    loses digits for soft targets at large |x| in float32.)"""
     zero = F(x, 0.0)
     lin = -pwt * x if x < zero else (F(x, 1.0) - t) * x
-    v = lin + lw * vlog1p(e)
-    return F(x, np.nan) if x == F(x, -np.inf) else v
+    v = lin + lw * vlog1p_unit(e)
+    # x = -inf: PyTorch's (1 - t) x - lw log_sigmoid(x) with log_sigmoid(-inf) = -inf
+    # (NaN, or +-inf for targets above 1 / a negative lw)
+    return (F(x, 1.0) - t) * x - lw * x if x == F(x, -np.inf) else v
 
 
 @inline
 def _log_sigmoid_e(x, e):
     """log(sigmoid(x)) = min(x, 0) - log1p(exp(-|x|)), given e = exp(-|x|)."""
     zero = F(x, 0.0)
-    return (x if x < zero else zero) - vlog1p(e)
+    return (x if x < zero else zero) - vlog1p_unit(e)
 
 
 @inline
@@ -335,10 +336,12 @@ def _sigmoid_focal(x, t, alpha, gamma, c):
     m = p * (one - t) + q * t
     mg = _pow(m, gamma)
     dm = p * q * (one - F(x, 2.0) * t)
-    dterm = zero if gamma == zero else gamma * _pow(m, gamma - one) * dm
+    # gamma == 0: torch's pow backward is exactly 0, even where ce is infinite
+    dfocal = zero if gamma == zero else ce * (gamma * _pow(m, gamma - one) * dm)
     at = alpha * t + (one - alpha) * (one - t) if alpha >= zero else one
     loss = at * (ce * mg)
-    grad = at * ((p - t) * mg + ce * dterm)
+    # p - t as p (1 - t) - q t: no cancellation for a confident correct 0/1 target
+    grad = at * ((p * (one - t) - q * t) * mg + dfocal)
     return loss, grad, False
 
 
@@ -348,7 +351,7 @@ def _soft_margin(x, t, a, b, c):
     z = -t * x
     s, _, e = _sigmoid_e(z)
     zero = F(x, 0.0)
-    loss = (z if z > zero else zero) + vlog1p(e)
+    loss = (z if z > zero else zero) + vlog1p_unit(e)
     loss = z if z != z else loss
     return loss, -t * s, False
 

@@ -486,6 +486,17 @@ def _smoothed_target(ti, eps, ec, w, out):
         out[j] = (ti[j] * (1.0 - eps) + ec) * (w[j] if has_w else 1.0)
 
 
+@rowfn
+def _ce_terms(xi, cap, m, ls, tw):
+    """-sum_j tw_j (log_softmax_j) term by term, log_softmax_j = (z_j - m) - ls with z the
+    (soft-capped) logits: PyTorch's order, for rows whose target sum is not finite."""
+    mf = float(m)
+    acc = 0.0
+    for j in range(xi.shape[0]):
+        acc -= ((_capped(float(xi[j]), cap) - mf) - ls) * tw[j]
+    return acc
+
+
 @kernel
 def ce_prob(x, tg, w, eps, zl, cap, r, g, rl, rzl):
     """Cross-entropy with probability targets (PyTorch: smoothing t*(1-eps)+eps/C, then
@@ -503,13 +514,17 @@ def ce_prob(x, tg, w, eps, zl, cap, r, g, rl, rzl):
             # T = sum w t', TX = sum w t' (x' - m), before the gradient overwrites x
             _smoothed_target(tg[i], eps, ec, w, tw)
             T = row_sum(tw)
+            # an infinite (or NaN) target: the loss is taken per element below, as
+            # PyTorch does (T * ls - TX would make inf * 0 at the row max), and the exp
+            # goes to the scratch row so that x is still there (out=x) when it is read
+            direct = not math.isfinite(T)
             if cap > 0.0:
                 _cap_shifted(xi, cap, m, s2)
                 _weighted_shift(s2, 0.0, tw, s1)
             else:
                 _weighted_shift(xi, m, tw, s1)
             TX = row_sum(s1)
-            buf = g[i] if (want_g and cap == 0.0) else s2
+            buf = g[i] if (want_g and cap == 0.0 and not direct) else s2
             if cap > 0.0:
                 _exp_inplace(s2)
             else:
@@ -517,7 +532,7 @@ def ce_prob(x, tg, w, eps, zl, cap, r, g, rl, rzl):
             s = row_sum(buf)
             ls = math.log(s)
             lse = float(m) + ls
-            rl[i] = T * ls - TX
+            rl[i] = _ce_terms(xi, cap, m, ls, tw) if direct else T * ls - TX
             if zl > 0.0:
                 rzl[i] = zl * lse * lse
             if want_g:
@@ -526,7 +541,7 @@ def ce_prob(x, tg, w, eps, zl, cap, r, g, rl, rzl):
                 if cap > 0.0:
                     _capped_grad(gi, s2, xi, cap, a, r, tw, True)
                 else:
-                    _scale_sub_w(gi, gi, a, r, tw)
+                    _scale_sub_w(gi, buf, a, r, tw)
     return 0
 
 
