@@ -38,6 +38,14 @@ __all__ = [
 
 
 # ------------------------------------------------------------------ bit reinterpretation
+def _resize(builder, v, width):
+    """The LLVM integer ``v`` truncated or sign-extended to ``width`` bits."""
+    if v.type.width == width:
+        return v
+    ity = ir.IntType(width)
+    return builder.trunc(v, ity) if v.type.width > width else builder.sext(v, ity)
+
+
 def _bitcast(src, dst, llty):
     """Reinterpret the bits of ``src`` as ``dst``.  Integer sources of another width
     are truncated / sign-extended first (Numba widens int32 arithmetic to int64)."""
@@ -53,9 +61,8 @@ def _bitcast(src, dst, llty):
 
         def codegen(context, builder, signature, args):
             v = args[0]
-            if isinstance(src, types.Integer) and x.bitwidth != src.bitwidth:
-                ity = ir.IntType(src.bitwidth)
-                v = builder.trunc(v, ity) if x.bitwidth > src.bitwidth else builder.sext(v, ity)
+            if isinstance(src, types.Integer):
+                v = _resize(builder, v, src.bitwidth)
             return builder.bitcast(v, llty)
 
         return sig, codegen
@@ -579,10 +586,7 @@ def key_to_float(typingctx, k, like):
     sig = like(k, like)
 
     def codegen(context, builder, signature, args):
-        ity = ir.IntType(_KEY[like].bitwidth)
-        v = args[0]
-        if k.bitwidth != ity.width:
-            v = builder.trunc(v, ity) if k.bitwidth > ity.width else builder.sext(v, ity)
+        v = _resize(builder, args[0], _KEY[like].bitwidth)
         return builder.bitcast(_flip(builder, v), context.get_value_type(like))
 
     return sig, codegen
