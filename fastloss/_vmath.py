@@ -97,12 +97,18 @@ def select(typingctx, cond, a, b):
     return sig, codegen
 
 
+#: pow2_of_rounded's offset: 2**(k + 64) is a normal number for every k of a result
+#: down to the smallest subnormal, and the exact product p * 2**(k + 64) * 2**-64 rounds
+#: once, into the subnormal range where it belongs.
+POW2_OFFSET = 64
+
+
 @intrinsic
 def pow2_of_rounded(typingctx, t):
-    """2**k from t = y + 1.5*2**(mantissa bits), whose low mantissa bits hold k = rint(y)
-    (the magic-number rounding).  Pure integer bit operations on t's bits: no float to int
-    conversion, so a NaN t gives a finite scale instead of poison (the caller's polynomial
-    is NaN anyway)."""
+    """2**(k + POW2_OFFSET) from t = y + 1.5*2**(mantissa bits), whose low mantissa bits
+    hold k = rint(y) (the magic-number rounding), for -150 <= k <= 0 (-1075 in float64).
+    Pure integer bit operations on t's bits: no float to int conversion, so a NaN t gives
+    a finite scale instead of poison (the caller's polynomial is NaN anyway)."""
     if t not in (types.float32, types.float64):
         return None
     width, shift, bias = (32, 23, 127) if t == types.float32 else (64, 52, 1023)
@@ -112,7 +118,7 @@ def pow2_of_rounded(typingctx, t):
         ity = ir.IntType(width)
         bits = builder.bitcast(args[0], ity)
         k_sh = builder.shl(bits, ir.Constant(ity, shift))
-        out = builder.add(k_sh, ir.Constant(ity, bias << shift))
+        out = builder.add(k_sh, ir.Constant(ity, (bias + POW2_OFFSET) << shift))
         return builder.bitcast(out, context.get_value_type(t))
 
     return sig, codegen
@@ -176,22 +182,24 @@ _ROUND64 = 6755399441055744.0  # 1.5 * 2**52: adding and subtracting rounds to i
 
 
 @inline
-def _exp_poly64(r):
-    """exp(r) on |r| <= ln2/2: Taylor polynomial of degree 13 (truncation < 2**-60)."""
-    p = 1.0 / 6227020800.0
-    p = p * r + 1.0 / 479001600.0
-    p = p * r + 1.0 / 39916800.0
-    p = p * r + 1.0 / 3628800.0
-    p = p * r + 1.0 / 362880.0
-    p = p * r + 1.0 / 40320.0
-    p = p * r + 1.0 / 5040.0
-    p = p * r + 1.0 / 720.0
-    p = p * r + 1.0 / 120.0
-    p = p * r + 1.0 / 24.0
-    p = p * r + 1.0 / 6.0
-    p = p * r + 0.5
-    p = p * r + 1.0
-    return p * r + 1.0
+def _exp_poly64(r, scale):
+    """scale * exp(r) on |r| <= ln2/2: Taylor polynomial of degree 13 (truncation
+    < 2**-60) with its coefficients times ``scale`` (a constant power of two: LLVM folds
+    the products, and the rounding is that of the unscaled polynomial)."""
+    p = scale / 6227020800.0
+    p = p * r + scale / 479001600.0
+    p = p * r + scale / 39916800.0
+    p = p * r + scale / 3628800.0
+    p = p * r + scale / 362880.0
+    p = p * r + scale / 40320.0
+    p = p * r + scale / 5040.0
+    p = p * r + scale / 720.0
+    p = p * r + scale / 120.0
+    p = p * r + scale / 24.0
+    p = p * r + scale / 6.0
+    p = p * r + scale * 0.5
+    p = p * r + scale
+    return p * r + scale
 
 
 @inline
@@ -200,7 +208,7 @@ def _exp64(x):
     xc = select(x > 709.8, 709.8, select(x < -745.2, -745.2, x))
     kf = (xc * _LOG2E + _ROUND64) - _ROUND64
     r = (xc - kf * _LN2_HI64) - kf * _LN2_LO64
-    p = _exp_poly64(r)
+    p = _exp_poly64(r, 1.0)
     s1, s2 = pow2_pair(select(kf == kf, kf, 0.0))
     return p * s1 * s2
 
@@ -238,20 +246,23 @@ def _exp32(x):
     return p * s1 * s2
 
 
-# exp for arguments <= 0 (softmax: x - max).  One clamp, one scale factor; results below
-# the smallest normal float flush to 0 (their contribution to a softmax sum is < 1e-38).
-_XN64 = -708.39
-_XN32 = np.float32(-87.33)
+# exp for arguments <= 0 (softmax: x - max).  One scale factor, 2**(k + POW2_OFFSET),
+# times a polynomial whose coefficients carry the 2**-POW2_OFFSET: one rounding, into
+# the subnormal range where the result belongs (as PyTorch's exp).  Below these,
+# exp(x) < 2**-1075 (2**-150): it rounds to 0.
+_XN64 = -745.2
+_XN32 = np.float32(-104.0)
+_UNOFFSET64 = 2.0**-POW2_OFFSET
 
 
 @inline
 def _expneg64(x):
-    # No upper clamp: arguments are x - max <= 0 (anything up to 709 would still work).
-    xc = select(x < _XN64, _XN64, x)
-    t = xc * _LOG2E + _ROUND64
+    # No clamp: arguments are x - max <= 0 (up to 64 * ln 2 would still work), and below
+    # _XN64 (-inf included) the garbage of the reduction is replaced by 0 at the end.
+    t = x * _LOG2E + _ROUND64
     kf = t - _ROUND64
-    r = (xc - kf * _LN2_HI64) - kf * _LN2_LO64
-    return select(x < _XN64, 0.0, _exp_poly64(r) * pow2_of_rounded(t))
+    r = (x - kf * _LN2_HI64) - kf * _LN2_LO64
+    return select(x < _XN64, 0.0, _exp_poly64(r, _UNOFFSET64) * pow2_of_rounded(t))
 
 
 # Degree-6 polynomial for exp on |r| <= ln2/2, fitted for minimal relative error
@@ -271,20 +282,23 @@ _M32 = tuple(
 )
 
 
+_M32_UNOFFSET = tuple(c * np.float32(2.0**-POW2_OFFSET) for c in _M32)  # exact
+
+
 @inline
 def _expneg32(x):
-    # No upper clamp: arguments are x - max <= 0 (anything up to 88 would still work).
-    xc = select(x < _XN32, _XN32, x)
-    t = xc * _LOG2E32 + _ROUND32
+    # (as _expneg64: no clamp)
+    t = x * _LOG2E32 + _ROUND32
     kf = t - _ROUND32
-    r = (xc - kf * _LN2_HI32) - kf * _LN2_LO32
-    p = _M32[0]
-    p = p * r + _M32[1]
-    p = p * r + _M32[2]
-    p = p * r + _M32[3]
-    p = p * r + _M32[4]
-    p = p * r + _M32[5]
-    p = p * r + _M32[6]
+    r = (x - kf * _LN2_HI32) - kf * _LN2_LO32
+    c = _M32_UNOFFSET
+    p = c[0]
+    p = p * r + c[1]
+    p = p * r + c[2]
+    p = p * r + c[3]
+    p = p * r + c[4]
+    p = p * r + c[5]
+    p = p * r + c[6]
     return select(x < _XN32, _ZERO32, p * pow2_of_rounded(t))
 
 
@@ -390,9 +404,10 @@ def vexp(x):
 
 
 def vexp_neg(x):
-    """exp(x) for x <= 0 (softmax arguments x - max; NaN propagates), vectorisable;
-    results below the smallest normal float are flushed to 0.  Positive arguments up to
-    the overflow threshold are still exact; beyond it the result is undefined."""
+    """exp(x) for x <= 0 (softmax arguments x - max; NaN propagates), vectorisable, with
+    subnormal results (about 1 ulp; within one subnormal step below the normal range).
+    Positive arguments up to 64 ln 2 are still exact; beyond that the result is
+    undefined."""
     return np.exp(x)
 
 

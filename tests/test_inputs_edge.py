@@ -362,3 +362,19 @@ def test_uint64_target_beyond_int64_names_the_value_and_c(fn):
     y = np.array([2**63 + 5], dtype=np.uint64)
     with pytest.raises(IndexError, match=r"Target 9223372036854775813 is out of bounds for 4 "):
         fn(np.zeros((1, 4)), y)
+
+
+@pytest.mark.parametrize(
+    "dtype, gaps", [(np.float32, [90.0, 95.0, 100.0, 103.0]), (np.float64, [710.0, 729.0, 744.0])]
+)
+def test_subnormal_probabilities_match_torch(dtype, gaps):
+    """Logit gaps whose exp lies below the smallest normal number: PyTorch's softmax and
+    cross-entropy gradient hold the subnormal values (no flush to zero), and so do ours."""
+    x = np.array([[0.0] + [-g for g in gaps]], dtype)
+    tt = torch.tensor(x, requires_grad=True)
+    want = torch.softmax(tt, 1)
+    np.testing.assert_allclose(fl.softmax(x), want.detach().numpy(), rtol=2e-6, atol=0)
+    assert (fl.softmax(x)[0, 1:] > 0).all()
+    F.cross_entropy(tt, torch.tensor([0])).backward()
+    g = fl.cross_entropy(x, np.array([0])).grad
+    np.testing.assert_allclose(g, tt.grad.numpy(), rtol=2e-6, atol=0)
