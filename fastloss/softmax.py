@@ -300,12 +300,7 @@ def cross_entropy(
     rows = _Rows(x, ax)
     if prob:
         _check_prob_target(t_arr, x, ii)
-        t_x = as_float_like(t_arr, x)
-        if weight is not None:
-            res = _ce_prob_replay(x, ax, t_x, w, eps, zl, cap, reduction, grad, out)
-            if res is not None:
-                return res
-        t2 = rows.rows_of(unalias(out, t_x)[0])
+        t2 = rows.rows_of(unalias(out, as_float_like(t_arr, x))[0])
     else:
         y = _index_target(t_arr, rows)
         if weight is not None:
@@ -393,12 +388,17 @@ def _ce_replay(x, ax, y, w, ii, eps, zl, cap, reduction, grad, out):
         if np.isfinite(w).all() and not (mean and yv.size and not np.isfinite(1.0 / tw)):
             return None
         D = tw if mean else 1.0  # PyTorch divides by the total weight under "mean" only
-        x2, lse, logsm, p = _replay_softmax(x, ax, cap)
+        x2 = np.moveaxis(x, ax, -1).reshape(-1, C).astype(np.float64)
+        z = cap * np.tanh(x2 / cap) if cap > 0.0 else x2
         rows_v = np.flatnonzero(valid)
+        m = np.max(z, axis=1, keepdims=True) if C else z[:, :1]
+        lse = m + np.log(np.sum(np.exp(z - m), axis=1, keepdims=True))
+        logsm = z - lse
+        p = np.exp(logsm)
         go = 1.0 - eps
         per = np.zeros(x2.shape[0])
         per[rows_v] = -(w[yv] * logsm[rows_v, yv])
-        gls = np.zeros_like(x2)
+        gls = np.zeros_like(z)
         gls[rows_v, yv] = w[yv] * -(go / D)
         if eps > 0.0:
             smooth = np.zeros(x2.shape[0])
@@ -406,60 +406,16 @@ def _ce_replay(x, ax, y, w, ii, eps, zl, cap, reduction, grad, out):
             # ignored rows too: PyTorch masks their smoothing term after the weighting,
             # so its backward multiplies the weights by 0 (NaN for a non-finite weight)
             gls += np.where(valid, -((eps / C) / D), -0.0)[:, None] * w
+        nz = max(rows_v.size, 1) if mean else 1
         if reduction == "none":
             loss = go * per + smooth * (eps / C) if eps > 0.0 else per
+            if zl > 0.0:
+                loss[rows_v] += zl * lse[rows_v, 0] ** 2
         else:
             nll = np.sum(per) / D
             loss = go * nll + np.sum(smooth) / D * (eps / C) if eps > 0.0 else nll
-    return _replay_finish(x, ax, x2, lse, p, gls, loss, rows_v, zl, cap, reduction, grad, out)
-
-
-def _ce_prob_replay(x, ax, t, w, eps, zl, cap, reduction, grad, out):
-    """Probability targets with a non-finite class weight.  PyTorch computes
-    ``-(log_softmax * target * weight)``: an infinite weight gives an infinite loss
-    where the class has probability, and NaN (0 * inf) in a row that gives it none,
-    whose gradient is then NaN too.  The fused kernel's rearranged sum ``T * lse - sum
-    w t x`` would make inf - inf = NaN of the first kind as well, so this case is
-    replayed in float64 like :func:`_ce_replay`.  Returns None for finite weights."""
-    C = x.shape[ax]
-    if np.isfinite(w).all() or x.size == 0:
-        return None
-    with np.errstate(all="ignore"):
-        x2, lse, logsm, p = _replay_softmax(x, ax, cap)
-        t2 = np.moveaxis(t, ax, -1).reshape(-1, C).astype(np.float64)
-        if eps > 0.0:
-            t2 = t2 * (1.0 - eps) + eps / C
-        D = x2.shape[0] if reduction == "mean" else 1  # "mean": numel / C
-        per = -np.sum(logsm * t2 * w, axis=1)
-        gls = (-1.0 / D * w) * t2  # backward of the product, in PyTorch's order
-        loss = per if reduction == "none" else np.sum(per) / D
-    rows = np.arange(x2.shape[0])
-    return _replay_finish(x, ax, x2, lse, p, gls, loss, rows, zl, cap, reduction, grad, out)
-
-
-def _replay_softmax(x, ax, cap):
-    """The replays' float64 rows of the (soft-capped) logits: (rows, logsumexp as a
-    column, log_softmax, softmax)."""
-    C = x.shape[ax]
-    x2 = np.moveaxis(x, ax, -1).reshape(-1, C).astype(np.float64)
-    z = cap * np.tanh(x2 / cap) if cap > 0.0 else x2
-    m = np.max(z, axis=1, keepdims=True) if C else z[:, :1]
-    lse = m + np.log(np.sum(np.exp(z - m), axis=1, keepdims=True))
-    logsm = z - lse
-    return x2, lse, logsm, np.exp(logsm)
-
-
-def _replay_finish(x, ax, x2, lse, p, gls, loss, rows_v, zl, cap, reduction, grad, out):
-    """The end the replays share: the z-loss of the counted rows ``rows_v`` (over their
-    number under "mean"), log_softmax's backward of ``gls`` (d loss / d log_softmax), the
-    softcap factor, and the result in ``x``'s layout."""
-    with np.errstate(all="ignore"):
-        nz = max(rows_v.size, 1) if reduction == "mean" else 1
-        if zl > 0.0:
-            lz = lse[rows_v, 0]
-            if reduction == "none":
-                loss[rows_v] += zl * lz**2
-            else:
+            if zl > 0.0:
+                lz = lse[rows_v, 0]
                 loss = loss + zl * np.sum(lz * lz) / nz
         gx = gls - p * np.sum(gls, axis=1, keepdims=True)
         if zl > 0.0:

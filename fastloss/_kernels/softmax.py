@@ -489,7 +489,8 @@ def _smoothed_target(ti, eps, ec, w, out):
 @rowfn
 def _ce_terms(xi, cap, m, ls, tw):
     """-sum_j tw_j (log_softmax_j) term by term, log_softmax_j = (z_j - m) - ls with z the
-    (soft-capped) logits: PyTorch's order, for rows whose target sum is not finite."""
+    (soft-capped) logits: PyTorch's order, for rows whose weighted target sum is not
+    finite."""
     mf = float(m)
     acc = 0.0
     for j in range(xi.shape[0]):
@@ -514,9 +515,10 @@ def ce_prob(x, tg, w, eps, zl, cap, r, g, rl, rzl):
             # T = sum w t', TX = sum w t' (x' - m), before the gradient overwrites x
             _smoothed_target(tg[i], eps, ec, w, tw)
             T = row_sum(tw)
-            # an infinite (or NaN) target: the loss is taken per element below, as
-            # PyTorch does (T * ls - TX would make inf * 0 at the row max), and the exp
-            # goes to the scratch row so that x is still there (out=x) when it is read
+            # an infinite or NaN target or class weight: the loss is taken term by term
+            # below, as PyTorch does (T * ls - TX would make inf * 0 at the row max, and
+            # inf - inf), and the exp goes to the scratch row so that x is still there
+            # (out=x) when it is read; the gradient's inf/NaN pattern is PyTorch's as is
             direct = not math.isfinite(T)
             if cap > 0.0:
                 _cap_shifted(xi, cap, m, s2)
