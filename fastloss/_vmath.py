@@ -98,8 +98,9 @@ def select(typingctx, cond, a, b):
 
 
 #: pow2_of_rounded's offset: 2**(k + 64) is a normal number for every k of a result
-#: down to the smallest subnormal, and the exact product p * 2**(k + 64) * 2**-64 rounds
-#: once, into the subnormal range where it belongs.
+#: down to the smallest subnormal, and with the 2**-64 carried by the polynomial's
+#: coefficients (p * 2**-64 is exact), the product rounds once, into the subnormal range
+#: where it belongs.
 POW2_OFFSET = 64
 
 
