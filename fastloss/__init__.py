@@ -10,6 +10,7 @@ from importlib.metadata import version as _version
 from ._config import get_num_threads, set_num_threads, threading_layer
 from ._core import LOSSES, LossResult, release_buffers
 from ._warmup import warmup  # noqa: E402  (after every loss is registered)
+from .boost import OBJECTIVES, GradHess, grad_hess, init_score, objective_loss
 from .multimargin import multi_margin_loss
 
 # --- elementwise families (fastloss/pointwise.py): added by the pointwise work
@@ -70,9 +71,11 @@ __all__ = [
     "CLASSIFICATION_LOSSES",
     "COUNT_LOSSES",
     "DIVERGENCE_LOSSES",
+    "GradHess",
     "LOSSES",
     "LossResult",
     "MARGIN_LOSSES",
+    "OBJECTIVES",
     "REGRESSION_LOSSES",
     "__version__",
     "binary_cross_entropy",
@@ -80,8 +83,10 @@ __all__ = [
     "cross_entropy",
     "exponential_loss",
     "get_num_threads",
+    "grad_hess",
     "hinge_loss",
     "huber_loss",
+    "init_score",
     "js_div_with_logits",
     "kl_div",
     "kl_div_with_logits",
@@ -93,6 +98,7 @@ __all__ = [
     "mse_loss",
     "multi_margin_loss",
     "nll_loss",
+    "objective_loss",
     "perceptron_loss",
     "poisson_nll_loss",
     "release_buffers",

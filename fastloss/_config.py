@@ -252,19 +252,20 @@ class force_parallel:
         _local.force = False
 
 
-def pick(k: Kernel, work: int, rows: int = -1):
+def pick(k: Kernel, work: int, rows: int = -1, threads: int | None = None):
     """The build to run for ``work`` elements (in ``rows`` rows, for row kernels) from
-    the calling thread."""
+    the calling thread, with at most ``threads`` threads (default: :func:`get_num_threads`)."""
     small = work < PARALLEL_MIN_WORK if rows < 0 else (
         rows < PARALLEL_MIN_ROWS or work < PARALLEL_MIN_ROW_WORK
     )
     if small:
         if not getattr(_local, "force", False):
             return k.serial
-    if _num_threads == 1:
+    n = _num_threads if threads is None else min(threads, numba.config.NUMBA_NUM_THREADS)
+    if n <= 1:
         return k.serial
     if threading.current_thread() is not _main_thread and threading_layer() == "workqueue":
         return k.serial
-    if numba.get_num_threads() != _num_threads:
-        numba.set_num_threads(_num_threads)  # numba's setting is per Python thread
+    if numba.get_num_threads() != n:
+        numba.set_num_threads(n)  # numba's setting is per Python thread
     return k.parallel

@@ -226,8 +226,8 @@ class Elementwise:
 
     __slots__ = ("parallel", "serial", "__name__")
 
-    def __init__(self, name, range_template, parallel_template, elem):
-        self.serial = rowfn(_instantiate(range_template, f"{name}_range", ELEM=elem))
+    def __init__(self, name, range_template, parallel_template, elem, **bind):
+        self.serial = rowfn(_instantiate(range_template, f"{name}_range", ELEM=elem, **bind))
         # kernel() supplies the project's parallel build (its serial twin is never used).
         self.parallel = kernel(_instantiate(parallel_template, name, RANGE=self.serial)).parallel
         self.__name__ = name

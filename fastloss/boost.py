@@ -1,0 +1,669 @@
+"""Gradient boosting: gradients and hessians with respect to raw margins (SPEC section 3).
+
+``fl.grad_hess(name, preds, labels, ...)`` returns the first and second derivatives of
+the **per-sample** loss (not divided by ``n``) with respect to the raw prediction, times
+the sample weight: what every booster's custom-objective hook wants.  One fused pass per
+call (``fastloss._kernels.boost``), labels checked inside the kernel, outputs written
+straight into C- or F-ordered, float32 or float64 buffers so an adapter never copies.
+
+``fl.init_score`` gives the constant margin that minimises the weighted loss (no booster
+estimates a base score for a custom objective), and ``fl.objective_loss`` the loss
+whose derivatives ``grad_hess`` returns (for evaluation metrics on raw margins).
+
+The adapters ``fastloss.xgboost``, ``fastloss.lightgbm`` and ``fastloss.catboost`` are
+thin translations of these three functions into each library's conventions.
+
+Objectives (r = margin, y = label, w = sample weight, p = sigmoid(r), q = 1 - p)
+----------------------------------------------------------------------------------
+=================  ======================  ============================================
+name               labels                  grad, hess (before the weight)
+=================  ======================  ============================================
+``logistic``       in [0, 1]               p - y, max(p q, min_hess)
+``softmax``        integers in [0, K)      p_k - t_k, max(hess_scale p_k (1 - p_k),
+                                           min_hess); t = (1 - eps) onehot + eps / K;
+                                           class_weight[y] multiplies both
+``squared_error``  real                    r - y, 1
+``huber``          real                    clip(r - y, -delta, delta), 1 for
+                                           |r - y| <= delta else min_hess
+``pseudo_huber``   real                    z / s, 1 / s**3; z = r - y,
+                                           s = sqrt(1 + (z / delta)**2)
+``poisson``        >= 0                    exp(r) - y, exp(r + max_delta_step)
+``focal``          in [0, 1]               exact derivatives of torchvision's sigmoid
+                                           focal loss (can be negative: min_hess)
+=================  ======================  ============================================
+
+``min_hess`` floors the unweighted hessian (``max(h, min_hess)``); the sample weight (and
+class weight) multiplies afterwards.  Its default 0.0 changes nothing but ``focal``,
+whose true hessian is negative for badly misclassified samples (p_t < 0.058 at
+gamma = 2): by default those get 0, as XGBoost clips negative hessians; pass
+``min_hess=-inf`` for the true second derivative, or a small positive floor so that
+``min_child_weight`` / ``min_sum_hessian_in_leaf`` keep splitting.  (XGBoost's ``multi:softprob`` floors after its weight: the two
+differ only where a hessian is below 1e-16.)
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from ._config import pick
+from ._core import readonly, unalias
+from ._kernels import boost as _k
+
+__all__ = ["GradHess", "OBJECTIVES", "grad_hess", "init_score", "objective_loss"]
+
+_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+class GradHess(NamedTuple):
+    """What :func:`grad_hess` returns."""
+
+    grad: np.ndarray
+    """d loss_i / d margin_i (times the sample weight), the preds' shape."""
+    hess: np.ndarray
+    """d^2 loss_i / d margin_i^2 (diagonal for ``"softmax"``), the preds' shape."""
+
+
+class ObjectiveInfo(NamedTuple):
+    name: str
+    options: dict
+    """Option name -> default."""
+    labels: str
+    """The labels' domain, as error messages name it."""
+
+
+#: name -> :class:`ObjectiveInfo` for every objective of :func:`grad_hess`.
+OBJECTIVES: dict[str, ObjectiveInfo] = {
+    info.name: info
+    for info in (
+        ObjectiveInfo("logistic", {"min_hess": 0.0}, "in [0, 1]"),
+        ObjectiveInfo(
+            "softmax",
+            {"hess_scale": 1.0, "label_smoothing": 0.0, "class_weight": None, "min_hess": 0.0},
+            "integer class indices in [0, K)",
+        ),
+        ObjectiveInfo("squared_error", {}, "real"),
+        ObjectiveInfo("huber", {"delta": 1.0, "min_hess": 0.0}, "real"),
+        ObjectiveInfo("pseudo_huber", {"delta": 1.0}, "real"),
+        ObjectiveInfo("poisson", {"max_delta_step": 0.0}, ">= 0"),
+        ObjectiveInfo("focal", {"gamma": 2.0, "alpha": None, "min_hess": 0.0}, "in [0, 1]"),
+    )
+}
+
+
+# ------------------------------------------------------------------------- options
+def _real(v, name):
+    if isinstance(v, (bool, np.bool_)):
+        raise TypeError(f"{name} must be a real number, got {v!r}")
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a real number, got {v!r}") from None
+    if not math.isfinite(f):
+        raise ValueError(f"{name} must be finite, got {v!r}")
+    return f
+
+
+def _check(cond, msg):
+    if not cond:
+        raise ValueError(msg)
+
+
+def _options(name: str, options: dict, extra=()) -> dict:
+    """Validated options of objective ``name`` with defaults filled in."""
+    if name not in OBJECTIVES:
+        raise ValueError(f"unknown objective {name!r}; valid names are {sorted(OBJECTIVES)}")
+    defaults = OBJECTIVES[name].options
+    unknown = sorted(set(options) - set(defaults) - set(extra))
+    if unknown:
+        valid = sorted(defaults) + list(extra)
+        raise TypeError(
+            f"unknown option(s) {unknown} for objective {name!r}; valid options are {valid}"
+        )
+    o = dict(defaults, **options)
+    for key in ("hess_scale", "label_smoothing", "delta", "max_delta_step", "gamma"):
+        if key in o:
+            o[key] = _real(o[key], key)
+    if "min_hess" in o:
+        mh = o["min_hess"]
+        o["min_hess"] = _real(mh, "min_hess") if mh != -math.inf else -math.inf
+    if "hess_scale" in o:
+        _check(o["hess_scale"] > 0, f"hess_scale must be > 0, got {o['hess_scale']}")
+    if "label_smoothing" in o:
+        eps = o["label_smoothing"]
+        _check(0.0 <= eps <= 1.0, f"label_smoothing must be in [0, 1], got {eps}")
+    if "delta" in o:
+        _check(o["delta"] > 0, f"delta must be > 0, got {o['delta']}")
+    if "gamma" in o:
+        _check(o["gamma"] >= 0, f"gamma must be >= 0, got {o['gamma']}")
+    if o.get("alpha") is not None:
+        o["alpha"] = a = _real(o["alpha"], "alpha")
+        _check(0.0 <= a <= 1.0, f"alpha must be None or in [0, 1], got {a}")
+    return o
+
+
+def _params(name: str, o: dict, dtype) -> np.ndarray:
+    """The kernel's option vector ``[a, b, c]``."""
+    a = b = c = 0.0
+    if name == "logistic":
+        a = o["min_hess"]
+    elif name == "huber":
+        a, b = o["delta"], o["min_hess"]
+    elif name == "pseudo_huber":
+        a = o["delta"]
+    elif name == "poisson":
+        a = o["max_delta_step"]
+    elif name == "focal":
+        a = o["gamma"]
+        b = -1.0 if o["alpha"] is None else o["alpha"]
+        c = o["min_hess"]
+    elif name == "softmax":
+        a, b, c = o["hess_scale"], o["label_smoothing"], o["min_hess"]
+    return np.array([a, b, c], dtype=dtype)
+
+
+# -------------------------------------------------------------------------- arrays
+def _as_preds(preds) -> np.ndarray:
+    """float32/float64 margins, C- or F-contiguous (kept as given), read-only view."""
+    a = preds if type(preds) is np.ndarray else np.asarray(preds)
+    if a.dtype not in _FLOATS:
+        if a.dtype.kind == "f" and a.dtype.newbyteorder("=") in _FLOATS:
+            a = a.astype(a.dtype.newbyteorder("="))
+        else:
+            raise TypeError(f"preds must have dtype float32 or float64, got {a.dtype}")
+    if not (a.flags.c_contiguous or a.flags.f_contiguous):
+        a = np.ascontiguousarray(a)
+    elif type(a) is not np.ndarray:
+        a = a.view(np.ndarray)
+    return readonly(a)
+
+
+def _as_real(v, name, shape, dtype) -> np.ndarray:
+    """A real array of ``shape`` as a C-contiguous read-only array of ``dtype``."""
+    a = v if type(v) is np.ndarray else np.asarray(v)
+    if a.dtype.kind not in "fiub":
+        raise TypeError(f"{name} must be a real numeric array, got dtype {a.dtype}")
+    if a.shape != tuple(shape):
+        raise ValueError(f"{name} shape {a.shape} does not match the expected shape {tuple(shape)}")
+    if a.dtype != dtype or not a.flags.c_contiguous or type(a) is not np.ndarray:
+        a = np.asarray(a, dtype=dtype, order="C")
+    return readonly(a)
+
+
+def _labels(labels, x, softmax: bool) -> np.ndarray:
+    n = x.shape[0] if x.ndim else 1
+    a = labels if isinstance(labels, np.ndarray) else np.asarray(labels)
+    if softmax:
+        if a.shape == (n, 1):
+            a = a.reshape(n)
+        if a.shape != (n,):
+            raise ValueError(
+                f"labels shape {a.shape} does not match preds shape {x.shape}: softmax "
+                f"labels are one class index per row, shape ({n},)"
+            )
+    elif a.shape != x.shape:
+        raise ValueError(f"labels shape {a.shape} does not match preds shape {x.shape}")
+    return _as_real(a, "labels", a.shape, x.dtype)
+
+
+def _weights(sample_weight, x) -> np.ndarray | None:
+    if sample_weight is None:
+        return None
+    n = x.shape[0] if x.ndim else 1
+    w = sample_weight if isinstance(sample_weight, np.ndarray) else np.asarray(sample_weight)
+    if w.shape != (n,):
+        raise ValueError(
+            f"sample_weight shape {w.shape} does not match preds shape {x.shape}: one "
+            f"weight per row, shape ({n},)"
+        )
+    return _as_real(w, "sample_weight", (n,), x.dtype)
+
+
+def _output(out, x, name) -> np.ndarray:
+    if not isinstance(out, np.ndarray):
+        raise ValueError(f"{name} must be a numpy.ndarray, got {type(out).__name__}")
+    if out.shape != x.shape:
+        raise ValueError(f"{name} has shape {out.shape}, expected the preds' shape {x.shape}")
+    if out.dtype not in _FLOATS:
+        raise ValueError(f"{name} has dtype {out.dtype}, expected float32 or float64")
+    if not (out.flags.c_contiguous or out.flags.f_contiguous):
+        raise ValueError(f"{name} must be C- or F-contiguous")
+    if not out.flags.writeable:
+        raise ValueError(f"{name} is read-only; it must be writeable")
+    return out
+
+
+def _is_f(a) -> bool:
+    return a.ndim > 1 and a.flags.f_contiguous and not a.flags.c_contiguous
+
+
+def _outputs(grad_out, hess_out, x):
+    """The two output buffers (given ones checked, missing ones allocated like the
+    other one, or like ``x``: its dtype and memory order)."""
+    g = None if grad_out is None else _output(grad_out, x, "grad_out")
+    h = None if hess_out is None else _output(hess_out, x, "hess_out")
+    like = g if g is not None else h if h is not None else x
+    order = "F" if _is_f(like) else "C"
+    if g is None:
+        g = np.empty(x.shape, like.dtype, order=order)
+    if h is None:
+        h = np.empty(x.shape, like.dtype, order=order)
+    return g, h
+
+
+# --------------------------------------------------------------------- label errors
+def _bad_label(name, labels, flat_index, shape, K=None):
+    """The exception for the first label outside the objective's domain."""
+    raw = np.asarray(labels)
+    if name == "softmax":
+        row = flat_index
+        v = raw.reshape(-1)[row] if raw.size == shape[0] else raw.reshape(shape[0], -1)[row, 0]
+        v = v.item()
+        if isinstance(v, float) and not (math.isfinite(v) and v == int(v)):
+            return ValueError(
+                f"softmax labels must be integer class indices, got {v!r} at row {row}"
+            )
+        return IndexError(
+            f"label {int(v)} at row {row} is out of bounds for {K} classes "
+            f"(valid range [0, {K}))"
+        )
+    idx = np.unravel_index(flat_index, shape) if len(shape) > 1 else flat_index
+    v = raw.reshape(shape)[idx].item() if len(shape) > 1 else raw.reshape(-1)[idx].item()
+    where = f"index {tuple(int(i) for i in idx)}" if len(shape) > 1 else f"index {idx}"
+    return ValueError(
+        f"labels of the {name!r} objective must be {OBJECTIVES[name].labels}; "
+        f"got {v!r} at {where}"
+    )
+
+
+def _raise_status(status, name, labels, shape, K=None):
+    bad = np.flatnonzero(status)
+    if bad.size:
+        raise _bad_label(name, labels, int(status[bad[0]]) - 1, shape, K)
+
+
+# ---------------------------------------------------------------------------- paths
+class _Call(NamedTuple):
+    """A validated call: margins, labels, weights (or size-0) and the options."""
+
+    name: str
+    x: np.ndarray
+    y: np.ndarray
+    w: np.ndarray
+    o: dict
+    cw: np.ndarray | None  # softmax class weights (or size 0)
+
+
+_EMPTY = {dt: readonly(np.empty(0, dt)) for dt in _FLOATS}
+
+
+def _prepare(name, preds, labels, sample_weight, options) -> _Call:
+    o = _options(name, options)
+    x = _as_preds(preds)
+    softmax = name == "softmax"
+    if softmax and x.ndim != 2:
+        raise ValueError(f"softmax preds must have shape (n, K), got {x.shape}")
+    if not softmax and x.ndim not in (1, 2):
+        raise ValueError(f"preds must have shape (n,) or (n, T), got {x.shape}")
+    y = _labels(labels, x, softmax)
+    w = _weights(sample_weight, x)
+    cw = None
+    if softmax:
+        K = x.shape[1]
+        cw = _EMPTY[x.dtype]
+        if o["class_weight"] is not None:
+            cw = _as_real(np.asarray(o["class_weight"]).reshape(-1) if np.ndim(
+                o["class_weight"]) == 0 else o["class_weight"], "class_weight", (K,), x.dtype)
+    return _Call(name, x, y, _EMPTY[x.dtype] if w is None else w, o, cw)
+
+
+def _flat(c: _Call, order: str):
+    """Flat margins, labels and per-element weights in ``order`` (an elementwise call on
+    (n, T) margins sees them as n * T elements)."""
+    x, y, w = c.x, c.y, c.w
+    xf = readonly(x.reshape(-1, order=order)) if x.ndim > 1 else x
+    yf = readonly(y.reshape(-1, order=order)) if y.ndim > 1 else y
+    if w.size and x.ndim > 1 and x.shape[1] != 1:
+        T = x.shape[1]
+        w = readonly(np.repeat(w, T) if order == "C" else np.tile(w, T))
+    return xf, yf, w
+
+
+def _elementwise_gh(c: _Call, g, h, n_threads):
+    order = "F" if _is_f(g) else "C"
+    xf, yf, wf = _flat(c, order)
+    gf = g.reshape(-1, order=order)
+    hf = h.reshape(-1, order=order) if (_is_f(h) == (order == "F")) else np.empty_like(gf)
+    xf, yf, wf = unalias(gf, xf, yf, wf)
+    xf, yf, wf = unalias(hf, xf, yf, wf)
+    n = xf.size
+    if n:
+        nb = -(-n // _k.BLOCK_ELEMS)
+        status = np.zeros(nb, np.int64)
+        kern = _k.ELEMENTWISE[c.name].gh
+        pick(kern, n, threads=n_threads)(
+            xf, yf, wf, _params(c.name, c.o, c.x.dtype), 0, nb, gf, hf, status
+        )
+        _raise_status(status, c.name, c.y, c.x.shape)
+        if not np.shares_memory(hf, h):
+            h[...] = hf.reshape(h.shape, order=order)
+
+
+def _softmax_run(c: _Call, g, h, lout, n_threads):
+    x = c.x
+    n, K = x.shape
+    if n == 0:
+        return
+    R = _k.softmax_rows_per_block(K)
+    nb = -(-n // R)
+    status = np.zeros(nb, np.int64)
+    y, w, cw = c.y, c.w, c.cw
+    for out in (g, h):
+        if out.size:
+            x, y, w, cw = unalias(out, x, y, w, cw)
+    pick(_k.softmax_gh, n * max(K, 1), rows=n, threads=n_threads)(
+        x, y, w, cw, _params("softmax", c.o, x.dtype), R, 0, nb, g, h, lout, status
+    )
+    _raise_status(status, "softmax", c.y, c.x.shape, K)
+
+
+# --------------------------------------------------------------------------- public
+def grad_hess(
+    name: str,
+    preds,
+    labels,
+    *,
+    sample_weight=None,
+    grad_out=None,
+    hess_out=None,
+    n_threads: int | None = None,
+    **options: Any,
+) -> GradHess:
+    """First and second derivatives of a boosting objective w.r.t. the raw margins.
+
+    ``grad[i] = w_i * d loss_i / d preds[i]`` and ``hess[i] = w_i * d^2 loss_i /
+    d preds[i]^2`` of the per-sample loss (not divided by ``n``); for ``"softmax"`` the
+    diagonal of each row's Hessian.  The objectives and their options are listed in
+    the module docstring and in :data:`OBJECTIVES`.
+
+    Args:
+        name: ``"logistic"``, ``"softmax"``, ``"squared_error"``, ``"huber"``,
+            ``"pseudo_huber"``, ``"poisson"`` or ``"focal"``.
+        preds: raw margins, float32 or float64, shape ``(n,)`` (or ``(n, T)`` with
+            labels of the same shape), ``(n, K)`` for ``"softmax"``; C or F order.
+            The computation runs in this dtype (sums in float64).
+        labels: ``(n,)`` class indices (any integer or integral float dtype) for
+            ``"softmax"``, else the preds' shape.  Checked inside the kernel.
+        sample_weight: ``(n,)`` weights multiplying both outputs (one per row).
+        grad_out, hess_out: writeable float32 or float64 arrays of the preds' shape, C-
+            or F-ordered, written in place and returned (the dtype may differ from the
+            preds'); default: new arrays of the preds' dtype and memory order.
+        n_threads: threads for this call (default :func:`fastloss.get_num_threads`);
+            the results do not depend on it.
+        **options: the objective's options (``min_hess``, ``hess_scale``,
+            ``label_smoothing``, ``class_weight``, ``delta``, ``max_delta_step``,
+            ``gamma``, ``alpha``).
+
+    Returns:
+        ``GradHess(grad, hess)``.
+
+    Raises:
+        ValueError: labels outside the objective's domain (naming the first one and its
+            position), shapes that do not match, an option out of range.
+        IndexError: a ``"softmax"`` class index outside ``[0, K)``.
+        TypeError: non-float preds, an unknown option.
+
+    Example:
+        >>> import numpy as np, fastloss as fl
+        >>> g, h = fl.grad_hess("logistic", np.array([0.0, 2.0]), np.array([1.0, 0.0]))
+        >>> np.round(g, 4), np.round(h, 4)
+        (array([-0.5   ,  0.8808]), array([0.25  , 0.105 ]))
+        >>> g, h = fl.grad_hess("softmax", np.zeros((1, 4)), np.array([2]), hess_scale=2.0)
+        >>> g, h
+        (array([[ 0.25,  0.25, -0.75,  0.25]]), array([[0.375, 0.375, 0.375, 0.375]]))
+    """
+    c = _prepare(name, preds, labels, sample_weight, options)
+    g, h = _outputs(grad_out, hess_out, c.x)
+    if name == "softmax":
+        _softmax_run(c, g, h, np.empty(0), n_threads)
+    else:
+        _elementwise_gh(c, g, h, n_threads)
+    return GradHess(g, h)
+
+
+def objective_loss(
+    name: str,
+    preds,
+    labels,
+    *,
+    sample_weight=None,
+    reduction: str = "mean",
+    n_threads: int | None = None,
+    **options: Any,
+):
+    """The loss whose derivatives :func:`grad_hess` returns, on raw margins.
+
+    Per sample: ``logistic`` the log loss of ``sigmoid(r)``; ``softmax`` the
+    cross-entropy of ``softmax(r)`` against the smoothed target, times
+    ``class_weight[y]``; ``squared_error`` ``(r - y)**2 / 2``; ``huber``
+    ``z**2 / 2`` inside ``delta``, ``delta * (|z| - delta / 2)`` beyond;
+    ``pseudo_huber`` ``delta**2 * (sqrt(1 + (z / delta)**2) - 1)``; ``poisson``
+    ``exp(r) - y r`` (the deviance up to terms free of ``r``); ``focal`` torchvision's
+    sigmoid focal loss.  Each is multiplied by its sample weight.
+
+    Args:
+        reduction: ``"mean"`` (default): ``sum(w * loss) / sum(w)``, the weighted mean a
+            booster's evaluation metric reports; ``"sum"``: ``sum(w * loss)``;
+            ``"none"``: the weighted per-sample losses (float64, ``(n,)`` for
+            ``"softmax"``, else the preds' shape).
+        The other arguments are those of :func:`grad_hess`.
+
+    Returns:
+        A float (``"mean"``, ``"sum"``; NaN for a mean over no weight) or a float64
+        array (``"none"``).
+
+    Example:
+        >>> import numpy as np, fastloss as fl
+        >>> round(fl.objective_loss("logistic", np.array([0.0, 0.0]), np.array([1, 0])), 6)
+        0.693147
+    """
+    if reduction not in ("none", "sum", "mean"):
+        raise ValueError(
+            f"{reduction!r} is not a valid value for reduction; valid values are "
+            "'none', 'sum', 'mean'"
+        )
+    c = _prepare(name, preds, labels, sample_weight, options)
+    x = c.x
+    if name == "softmax":
+        lout = np.empty(x.shape[0])
+        e2 = np.empty((0, 0), x.dtype)
+        _softmax_run(c, e2, e2, lout, n_threads)
+        rows = x.shape[0]
+    else:
+        xf, yf, wf = _flat(c, "C")
+        lout = np.empty(xf.size)
+        n = xf.size
+        if n:
+            nb = -(-n // _k.BLOCK_ELEMS)
+            status = np.zeros(nb, np.int64)
+            pick(_k.ELEMENTWISE[name].loss, n, threads=n_threads)(
+                xf, yf, wf, _params(name, c.o, x.dtype), 0, nb, lout, status
+            )
+            _raise_status(status, name, c.y, x.shape)
+        lout = lout.reshape(x.shape)
+        rows = x.shape[0] if x.ndim else 1
+    if reduction == "none":
+        return lout
+    total = float(np.sum(lout))
+    if reduction == "sum":
+        return total
+    per_row = lout.size // rows if rows else 1
+    den = float(np.sum(c.w, dtype=np.float64)) * per_row if c.w.size else float(lout.size)
+    return total / den if den else math.nan
+
+
+# ----------------------------------------------------------------------- init score
+def _weighted_mean(v, w):
+    if w is None:
+        return float(np.mean(v, dtype=np.float64)) if v.size else math.nan
+    sw = float(np.sum(w, dtype=np.float64))
+    return float(np.dot(v.astype(np.float64), w.astype(np.float64)) / sw) if sw else math.nan
+
+
+def _check_domain(name, y):
+    if name in ("logistic", "focal"):
+        bad = ~((y >= 0) & (y <= 1))
+    elif name == "poisson":
+        bad = ~(y >= 0)
+    else:
+        return
+    if bad.any():
+        raise _bad_label(name, y, int(np.flatnonzero(bad.reshape(-1))[0]), y.shape)
+
+
+def _root(name, y, w, o, lo, hi):
+    """b in [lo, hi] with sum_i w_i grad(b, y_i) = 0: Newton steps kept inside a
+    shrinking bisection bracket (the sum is nondecreasing in b for every objective that
+    comes here, except focal far from its root, where bisection still converges)."""
+    x = np.empty(y.shape)
+    g = np.empty(y.shape)
+    h = np.empty(y.shape)
+    opts = {k: v for k, v in o.items() if k in OBJECTIVES[name].options}
+
+    def G(b):
+        x[...] = b
+        grad_hess(name, x, y, sample_weight=w, grad_out=g, hess_out=h, **opts)
+        return float(np.sum(g)), float(np.sum(h))
+
+    glo, _ = G(lo)
+    if glo >= 0:
+        return lo
+    ghi, _ = G(hi)
+    if ghi <= 0:
+        return hi
+    b = 0.5 * (lo + hi)
+    for _ in range(200):
+        gb, hb = G(b)
+        if gb == 0:
+            return b
+        if gb < 0:
+            lo = b
+        else:
+            hi = b
+        if hi - lo <= 4e-16 * max(1.0, abs(lo), abs(hi)):
+            break
+        step = b - gb / hb if hb > 0 else math.nan
+        b = step if lo < step < hi else 0.5 * (lo + hi)
+    return b
+
+
+def init_score(name: str, labels, sample_weight=None, **options: Any):
+    """The constant margin that minimises the weighted loss of objective ``name``.
+
+    No booster estimates a base score for a custom objective (XGBoost keeps 0.5,
+    LightGBM and CatBoost start from 0), so pass this as the base margin / init score.
+
+    * ``logistic``: the log-odds of the weighted mean label (clamped to
+      ``[1e-15, 1 - 1e-15]`` as LightGBM does, so a single-class label set gives a
+      finite margin);
+    * ``softmax``: the centred log-priors ``log(pi_k) - mean(log(pi))`` of the weighted
+      (class-weighted, smoothed) targets, shape ``(K,)``; ``K`` is ``num_class`` or
+      ``max(labels) + 1``; priors below 1e-15 are clamped there;
+    * ``squared_error``: the weighted mean; ``poisson``: the log of the weighted mean
+      (``ValueError`` if it is not positive);
+    * ``huber``, ``pseudo_huber``, ``focal``: the root of ``sum(w * grad(b))`` (a 1-D
+      Newton/bisection solve in float64).
+
+    Returns a float (a ``(K,)`` float64 array for ``"softmax"``; NaN for no labels).
+
+    Example:
+        >>> import numpy as np, fastloss as fl
+        >>> round(fl.init_score("logistic", np.array([1, 0, 0, 0])), 6)
+        -1.098612
+        >>> fl.init_score("softmax", np.array([0, 0, 1, 1]), num_class=2)
+        array([0., 0.])
+    """
+    o = _options(name, options, extra=("num_class",) if name == "softmax" else ())
+    raw = labels if isinstance(labels, np.ndarray) else np.asarray(labels)
+    if raw.dtype.kind not in "fiub":
+        raise TypeError(f"labels must be a real numeric array, got dtype {raw.dtype}")
+    y = np.asarray(raw, dtype=np.float64)
+    n = y.shape[0] if y.ndim else 1
+    w = None
+    if sample_weight is not None:
+        w = np.asarray(sample_weight)
+        if w.shape != (n,):
+            raise ValueError(
+                f"sample_weight shape {w.shape} does not match labels shape {y.shape}"
+            )
+        w = w.astype(np.float64)
+    if name == "softmax":
+        return _init_softmax(raw, y, w, o)
+    if y.ndim > 1 and w is not None:
+        w = np.repeat(w, y.size // n)
+    yf = y.reshape(-1)
+    _check_domain(name, yf)
+    if yf.size == 0:
+        return math.nan
+    if name == "logistic":
+        pbar = min(max(_weighted_mean(yf, w), 1e-15), 1 - 1e-15)
+        return math.log(pbar / (1.0 - pbar))
+    if name == "squared_error":
+        return _weighted_mean(yf, w)
+    if name == "poisson":
+        m = _weighted_mean(yf, w)
+        if not m > 0:
+            raise ValueError(
+                f"the poisson init_score is log(weighted mean label), which needs a "
+                f"positive mean; got {m}"
+            )
+        return math.log(m)
+    if name == "focal":
+        lo, hi = -40.0, 40.0
+    else:
+        finite = yf[np.isfinite(yf)]
+        lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 0.0)
+        if lo == hi:
+            return lo
+    return _root(name, yf, w, o, lo, hi)
+
+
+def _init_softmax(raw, y, w, o):
+    y = y.reshape(-1) if y.ndim == 2 and y.shape[1] == 1 else y
+    if y.ndim != 1:
+        raise ValueError(f"softmax labels must have shape (n,), got {raw.shape}")
+    ok = np.isfinite(y) & (y == np.floor(y)) & (y >= 0)
+    if not ok.all():
+        return _raise_first(raw, y, ok, None)
+    K = o.get("num_class")
+    if K is None:
+        K = int(y.max()) + 1 if y.size else 0
+    K = int(K)
+    if K < 1:
+        raise ValueError(f"num_class must be >= 1, got {K}")
+    ok = y < K
+    if not ok.all():
+        return _raise_first(raw, y, ok, K)
+    if y.size == 0:
+        return np.full(K, math.nan)
+    yi = y.astype(np.int64)
+    wr = np.ones(y.shape) if w is None else w
+    if o["class_weight"] is not None:
+        cw = np.asarray(o["class_weight"], dtype=np.float64)
+        if cw.shape != (K,):
+            raise ValueError(f"class_weight shape {cw.shape} does not match ({K},)")
+        wr = wr * cw[yi]
+    sw = float(np.sum(wr))
+    if not sw:
+        return np.full(K, math.nan)
+    eps = o["label_smoothing"]
+    pi = (1.0 - eps) * np.bincount(yi, weights=wr, minlength=K) / sw + eps / K
+    lp = np.log(np.maximum(pi, 1e-15))
+    return lp - lp.mean()
+
+
+def _raise_first(raw, y, ok, K):
+    row = int(np.flatnonzero(~ok)[0])
+    raise _bad_label("softmax", raw, row, (y.shape[0], 1), K)
