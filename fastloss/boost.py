@@ -37,8 +37,9 @@ class weight) multiplies afterwards.  Its default 0.0 changes nothing but ``foca
 whose true hessian is negative for badly misclassified samples (p_t < 0.058 at
 gamma = 2): by default those get 0, as XGBoost clips negative hessians; pass
 ``min_hess=-inf`` for the true second derivative, or a small positive floor so that
-``min_child_weight`` / ``min_sum_hessian_in_leaf`` keep splitting.  (XGBoost's ``multi:softprob`` floors after its weight: the two
-differ only where a hessian is below 1e-16.)
+``min_child_weight`` / ``min_sum_hessian_in_leaf`` keep splitting.  (XGBoost's
+``multi:softprob`` floors after its weight: the two differ only where a hessian is below
+1e-16.)
 """
 
 from __future__ import annotations

@@ -158,8 +158,12 @@ OPTIONS = {
     "huber": [{"delta": 0.8}],
     "pseudo_huber": [{"delta": 1.0}, {"delta": 0.3}],
     "poisson": [{}],
-    "focal": [{"gamma": 2.0, "min_hess": -np.inf}, {"gamma": 0.5, "alpha": 0.25, "min_hess": -np.inf},
-              {"gamma": 0.0}, {"gamma": 3.0, "min_hess": -np.inf}],
+    "focal": [
+        {"gamma": 2.0, "min_hess": -np.inf},
+        {"gamma": 0.5, "alpha": 0.25, "min_hess": -np.inf},
+        {"gamma": 0.0},
+        {"gamma": 3.0, "min_hess": -np.inf},
+    ],
 }
 
 
@@ -174,10 +178,10 @@ def test_elementwise_derivatives_central_differences(name, soft, rng):
             xx, yy = x[keep], y[keep]
         g, h = fl.grad_hess(name, xx, yy, **opts)
 
-        def loss(v):
+        def loss(v, yy=yy, opts=opts):
             return fl.objective_loss(name, v, yy, reduction="none", **opts)
 
-        def grad(v):
+        def grad(v, yy=yy, opts=opts):
             return fl.grad_hess(name, v, yy, **opts).grad
 
         np.testing.assert_allclose(g, _numeric(loss, xx, 1e-4), rtol=1e-7, atol=1e-9)
@@ -374,7 +378,7 @@ def test_threads_and_chunks_give_the_same_bits(name, rng, threads):
     r2 = fl.grad_hess(name, x, y, sample_weight=w, n_threads=2)
     fl.set_num_threads(2)
     r3 = fl.grad_hess(name, x, y, sample_weight=w)
-    for a, b, c in zip(r1, r2, r3):
+    for a, b, c in zip(r1, r2, r3, strict=True):
         np.testing.assert_array_equal(a, b)
         np.testing.assert_array_equal(a, c)
     half = x.shape[0] // 2
