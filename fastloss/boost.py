@@ -352,6 +352,16 @@ def _elementwise_gh(c: _Call, g, h, n_threads):
             h[...] = hf.reshape(h.shape, order=order)
 
 
+def _flat_strides(a, n, K):
+    """A flat memory-order view of the (n, K) array ``a`` and its element strides
+    ``[row, column]``."""
+    if a.size == 0:
+        return a.reshape(-1), np.array([K, 1], np.int64)
+    if _is_f(a):
+        return a.reshape(-1, order="F"), np.array([1, n], np.int64)
+    return a.reshape(-1), np.array([K, 1], np.int64)
+
+
 def _softmax_run(c: _Call, g, h, lout, n_threads):
     x = c.x
     n, K = x.shape
@@ -364,8 +374,12 @@ def _softmax_run(c: _Call, g, h, lout, n_threads):
     for out in (g, h):
         if out.size:
             x, y, w, cw = unalias(out, x, y, w, cw)
+    xf, xs = _flat_strides(x, n, K)
+    gf, gs = _flat_strides(g, n, K)
+    hf, hs = _flat_strides(h, n, K)
     pick(_k.softmax_gh, n * max(K, 1), rows=n, threads=n_threads)(
-        x, y, w, cw, _params("softmax", c.o, x.dtype), R, 0, nb, g, h, lout, status
+        readonly(xf), xs, y, w, cw, _params("softmax", c.o, x.dtype), K, R, 0, nb,
+        gf, gs, hf, hs, lout, status,
     )
     _raise_status(status, "softmax", c.y, c.x.shape, K)
 
@@ -479,7 +493,7 @@ def objective_loss(
     x = c.x
     if name == "softmax":
         lout = np.empty(x.shape[0])
-        e2 = np.empty((0, 0), x.dtype)
+        e2 = np.empty(0, x.dtype)
         _softmax_run(c, e2, e2, lout, n_threads)
         rows = x.shape[0]
     else:

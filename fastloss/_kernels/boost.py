@@ -278,13 +278,24 @@ def softmax_rows_per_block(K: int) -> int:
     return max(8, min(256, 8192 // max(K, 1)))
 
 
-def _softmax_range(x, y, w, cw, p, R, k0, k1, g, h, lout, status):
+@inline
+def _col(a, rs, cs, i0, r, k):
+    """Rows i0 .. i0+r-1 of column k of a flat (n, K) array whose element (i, k) is
+    a[i * rs + k * cs]: a 1-D view indexed from 0 (so the loops over it vectorise)."""
+    start = i0 * rs + k * cs
+    return a[start : start + (r - 1) * rs + 1 : rs]
+
+
+def _softmax_range(x, xs, y, w, cw, p, K, R, k0, k1, g, gs, h, hs, lout, status):
     """Row blocks k0 .. k1-1 (R rows each) of the (n, K) margins.
 
-    p = [hess_scale, eps, min_hess] in the margins' dtype.  lout (float64, n) gets the
-    weighted per-row cross-entropy against the smoothed target when non-empty.
+    ``x``, ``g``, ``h`` are flat (memory-order) views; ``xs``, ``gs``, ``hs`` their
+    element strides ``[row, column]`` (C order: ``[K, 1]``, F order: ``[1, n]``).
+    ``p = [hess_scale, eps, min_hess]`` in the margins' dtype.  ``lout`` (float64, n)
+    gets the weighted per-row cross-entropy against the smoothed target when non-empty;
+    ``g`` and ``h`` (size 0 when not wanted) the weighted derivatives.
     """
-    n, K = x.shape
+    n = y.size
     scale = p[0]
     eps = p[1]
     mh = p[2]
@@ -302,37 +313,42 @@ def _softmax_range(x, y, w, cw, p, R, k0, k1, g, h, lout, status):
     inv = np.empty(R, dtype=x.dtype)
     ww = np.empty(R, dtype=x.dtype)
     lab = np.empty(R, dtype=np.int64)
+    tx = np.empty(R, dtype=np.float64)
     for blk in range(k0, k1):
         i0 = blk * R
         r = min(R, n - i0)
         # labels, weights and the first bad row
         first = -1
+        yb = y[i0 : i0 + r]
         for j in range(r):
-            yv = y[i0 + j]
+            yv = yb[j]
             ok = (yv >= zero) & (yv < F(scale, K)) & (yv == np.floor(yv))
-            li = int(yv) if ok else -1
+            lab[j] = int(yv) if ok else -1
             if not ok and first < 0:
                 first = j
-            lab[j] = li
-            wv = w[i0 + j] if weighted else one
-            if cweighted:
-                wv = wv * (cw[li] if li >= 0 else zero)
-            ww[j] = wv
         status[blk] = 0 if first < 0 else i0 + first + 1
-        # gather the tile (class-major) and the row maxima
-        for k in range(K):
-            tk = tile[k]
+        if weighted:
+            wb = w[i0 : i0 + r]
             for j in range(r):
-                tk[j] = x[i0 + j, k]
+                ww[j] = wb[j]
+        else:
+            for j in range(r):
+                ww[j] = one
+        if cweighted:
+            for j in range(r):
+                li = lab[j]
+                ww[j] *= cw[li] if li >= 0 else zero
+        # gather the tile (class-major), the row maxima, exp and its float64 sums
         for j in range(r):
             mx[j] = -np.inf
+            acc[j] = 0.0
         for k in range(K):
             tk = tile[k]
+            xc = _col(x, xs[0], xs[1], i0, r, k)
             for j in range(r):
-                v = tk[j]
+                v = xc[j]
+                tk[j] = v
                 mx[j] = v if v > mx[j] else mx[j]
-        for j in range(r):
-            acc[j] = 0.0
         for k in range(K):
             tk = tile[k]
             for j in range(r):
@@ -342,36 +358,40 @@ def _softmax_range(x, y, w, cw, p, R, k0, k1, g, h, lout, status):
         if want_l:
             # loss = log(sum) + max - sum_k t_k x_k, in float64
             for j in range(r):
+                tx[j] = 0.0
+            if eps != zero:
+                for k in range(K):
+                    xc = _col(x, xs[0], xs[1], i0, r, k)
+                    for j in range(r):
+                        tx[j] += float(xc[j])
+                for j in range(r):
+                    tx[j] *= float(off)
+            for j in range(r):
                 li = lab[j]
                 lse = np.log(acc[j]) + float(mx[j])
-                tx = 0.0
-                if eps != zero:
-                    for k in range(K):
-                        tx += float(x[i0 + j, k])
-                    tx *= float(off)
-                    tx += float(one - eps) * float(x[i0 + j, li]) if li >= 0 else 0.0
-                else:
-                    tx = float(x[i0 + j, li]) if li >= 0 else lse
-                lout[i0 + j] = (lse - tx) * float(ww[j])
+                xl = float(x[(i0 + j) * xs[0] + li * xs[1]]) if li >= 0 else lse
+                lout[i0 + j] = (lse - tx[j] - float(one - eps) * xl) * float(ww[j])
         if want_g:
             for j in range(r):
                 inv[j] = one / x.dtype.type(acc[j])
             for k in range(K):
                 tk = tile[k]
+                gc = _col(g, gs[0], gs[1], i0, r, k)
+                hc = _col(h, hs[0], hs[1], i0, r, k)
                 for j in range(r):
                     pk = tk[j] * inv[j]
                     t = on if lab[j] == k else off
                     wj = ww[j]
-                    g[i0 + j, k] = (pk - t) * wj
-                    h[i0 + j, k] = _floor(scale * pk * (one - pk), mh) * wj
+                    gc[j] = (pk - t) * wj
+                    hc[j] = _floor(scale * pk * (one - pk), mh) * wj
 
 
 _softmax_serial = rowfn(_softmax_range)
 
 
-def _softmax_parallel(x, y, w, cw, p, R, k0, k1, g, h, lout, status):
+def _softmax_parallel(x, xs, y, w, cw, p, K, R, k0, k1, g, gs, h, hs, lout, status):
     for b in prange(k0, k1):
-        _softmax_serial(x, y, w, cw, p, R, b, b + 1, g, h, lout, status)
+        _softmax_serial(x, xs, y, w, cw, p, K, R, b, b + 1, g, gs, h, hs, lout, status)
 
 
 class _Softmax:
