@@ -73,18 +73,18 @@ def _gh_range_template(x, y, w, p, k0, k1, g, h, status):
         m = hi - lo
         xb = x[lo:hi]
         yb = y[lo:hi]
-        nbad = 0
+        anybad = False
         for j in range(m):
             gj, hj, _, bad = ELEM(xb[j], yb[j], a, b, c)
             gb[j] = gj
             hb[j] = hj
-            nbad += bad
+            anybad |= bad
         if weighted:
             wb = w[lo:hi]
             for j in range(m):
                 gb[j] *= wb[j]
                 hb[j] *= wb[j]
-        status[k] = 0 if nbad == 0 else lo + _first_bad(xb, yb, a, b, c, m) + 1
+        status[k] = lo + _first_bad(xb, yb, a, b, c, m) + 1 if anybad else 0
         gv = g[lo:hi]
         hv = h[lo:hi]
         for j in range(m):
@@ -106,16 +106,16 @@ def _loss_range_template(x, y, w, p, k0, k1, lout, status):
         xb = x[lo:hi]
         yb = y[lo:hi]
         lv = lout[lo:hi]
-        nbad = 0
+        anybad = False
         for j in range(m):
             _, _, lj, bad = ELEM(xb[j], yb[j], a, b, c)
             lv[j] = float(lj)
-            nbad += bad
+            anybad |= bad
         if weighted:
             wb = w[lo:hi]
             for j in range(m):
                 lv[j] *= float(wb[j])
-        status[k] = 0 if nbad == 0 else lo + _first_bad(xb, yb, a, b, c, m) + 1
+        status[k] = lo + _first_bad(xb, yb, a, b, c, m) + 1 if anybad else 0
 
 
 def _first_bad_template(xb, yb, a, b, c, m):
@@ -312,7 +312,7 @@ def _softmax_range(x, xs, y, w, cw, p, K, R, k0, k1, g, gs, h, hs, lout, status)
     acc = np.empty(R, dtype=np.float64)
     inv = np.empty(R, dtype=x.dtype)
     ww = np.empty(R, dtype=x.dtype)
-    lab = np.empty(R, dtype=np.int64)
+    lab = np.empty(R, dtype=np.int32)  # int32: compared in float32-wide lanes
     tx = np.empty(R, dtype=np.float64)
     for blk in range(k0, k1):
         i0 = blk * R
@@ -351,10 +351,10 @@ def _softmax_range(x, xs, y, w, cw, p, K, R, k0, k1, g, gs, h, hs, lout, status)
                 mx[j] = v if v > mx[j] else mx[j]
         for k in range(K):
             tk = tile[k]
+            for j in range(r):  # float32 lanes: the float64 sum in a loop of its own
+                tk[j] = vexp_neg(tk[j] - mx[j])
             for j in range(r):
-                e = vexp_neg(tk[j] - mx[j])
-                tk[j] = e
-                acc[j] += e
+                acc[j] += tk[j]
         if want_l:
             # loss = log(sum) + max - sum_k t_k x_k, in float64
             for j in range(r):
@@ -376,11 +376,12 @@ def _softmax_range(x, xs, y, w, cw, p, K, R, k0, k1, g, gs, h, hs, lout, status)
                 inv[j] = one / x.dtype.type(acc[j])
             for k in range(K):
                 tk = tile[k]
+                kk = np.int32(k)
                 gc = _col(g, gs[0], gs[1], i0, r, k)
                 hc = _col(h, hs[0], hs[1], i0, r, k)
                 for j in range(r):
                     pk = tk[j] * inv[j]
-                    t = on if lab[j] == k else off
+                    t = on if lab[j] == kk else off
                     wj = ww[j]
                     gc[j] = (pk - t) * wj
                     hc[j] = _floor(scale * pk * (one - pk), mh) * wj
