@@ -5,4 +5,4 @@ benchmark *scripts* are programs, not modules to import (threshold.py sets envir
 variables for its own run), so they are not collected.
 """
 
-collect_ignore = ["bench/report.py", "bench/threshold.py"]
+collect_ignore = ["bench/report.py", "bench/threshold.py", "bench/boost.py"]
