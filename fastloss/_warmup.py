@@ -12,37 +12,77 @@ from ._core import LOSSES
 __all__ = ["warmup"]
 
 
+def _objective_calls(name, dt):
+    """Tiny valid calls of objective ``name`` covering the layouts the adapters use:
+    C-ordered margins and outputs (XGBoost, CatBoost), and for softmax also F-ordered
+    float64 margins into F-ordered float32 buffers (LightGBM)."""
+    from .boost import grad_hess, objective_loss
+
+    rng = np.random.default_rng(0)
+    if name == "softmax":
+        x = rng.standard_normal((3, 4)).astype(dt)
+        y = np.array([0, 3, 1], dtype=dt)
+    else:
+        x = rng.standard_normal(3).astype(dt)
+        y = np.array([0.0, 1.0, 0.5], dtype=dt) if name != "poisson" else np.ones(3, dt)
+    w = np.ones(3, dt)
+    calls = [
+        lambda: grad_hess(name, x, y),
+        lambda: grad_hess(name, x, y, sample_weight=w),
+        lambda: objective_loss(name, x, y),
+    ]
+    if name == "softmax" and dt == np.float64:
+        xf = np.asfortranarray(x)
+        g = np.empty(x.shape, np.float32, order="F")
+        h = np.empty(x.shape, np.float32, order="F")
+        calls.append(lambda: grad_hess(name, xf, y, grad_out=g, hess_out=h))
+    return calls
+
+
 def warmup(losses=None, dtypes=("float32", "float64"), parallel: bool = True) -> dict:
     """Compile the kernels of ``losses`` (default: all) for ``dtypes``, serial and
     (if ``parallel``) parallel builds, so the first real call does not pay the JIT.
 
-    With the on-disk cache (default) the compile happens once per machine and Numba
-    version; later processes load machine code in milliseconds.
+    ``losses`` holds loss names (``fl.LOSSES``) and boosting objectives as
+    ``"grad_hess:<objective>"`` (``fl.OBJECTIVES``; the kernels behind ``fl.grad_hess``,
+    ``fl.objective_loss`` and the booster adapters).  With the on-disk cache (default)
+    the compile happens once per machine and Numba version; later processes load
+    machine code in milliseconds.
 
     Returns:
-        ``{loss_name: seconds}`` spent per loss.
+        ``{name: seconds}`` spent per loss / objective.
 
     Example:
         >>> import fastloss as fl
-        >>> t = fl.warmup(["cross_entropy"], dtypes=["float64"])
+        >>> t = fl.warmup(["cross_entropy", "grad_hess:logistic"], dtypes=["float64"])
         >>> sorted(t)
-        ['cross_entropy']
+        ['cross_entropy', 'grad_hess:logistic']
     """
-    names = sorted(LOSSES) if losses is None else list(losses)
-    unknown = [n for n in names if n not in LOSSES]
+    from .boost import OBJECTIVES
+
+    objectives = [f"grad_hess:{n}" for n in sorted(OBJECTIVES)]
+    names = sorted(LOSSES) + objectives if losses is None else list(losses)
+    unknown = [n for n in names if n not in LOSSES and n not in objectives]
     if unknown:
-        raise ValueError(f"unknown loss(es) {unknown}; valid names are {sorted(LOSSES)}")
+        raise ValueError(
+            f"unknown loss(es) {unknown}; valid names are {sorted(LOSSES) + objectives}"
+        )
     spent = {}
     for name in names:
-        info = LOSSES[name]
         t0 = time.perf_counter()
         for dt in dtypes:
-            args, kwargs = info.example(np.dtype(dt))
-            info.fn(*args, **kwargs)
-            info.fn(*args, grad=False, **kwargs)
+            if name in LOSSES:
+                info = LOSSES[name]
+                args, kwargs = info.example(np.dtype(dt))
+                calls = [lambda: info.fn(*args, **kwargs),  # noqa: B023 (called at once)
+                         lambda: info.fn(*args, grad=False, **kwargs)]  # noqa: B023
+            else:
+                calls = _objective_calls(name.split(":", 1)[1], np.dtype(dt))
+            for call in calls:
+                call()
             if parallel:
                 with force_parallel():
-                    info.fn(*args, **kwargs)
-                    info.fn(*args, grad=False, **kwargs)
+                    for call in calls:
+                        call()
         spent[name] = time.perf_counter() - t0
     return spent
