@@ -112,8 +112,27 @@ def _check(cond, msg):
         raise ValueError(msg)
 
 
+_OPTION_CACHE: dict = {}
+
+
 def _options(name: str, options: dict, extra=()) -> dict:
-    """Validated options of objective ``name`` with defaults filled in."""
+    """Validated options of objective ``name`` with defaults filled in (memoised for
+    hashable options: boosters call with the same options hundreds of times per round,
+    on blocks of a few hundred rows).  The dict's ``"_p"`` entry caches the kernel's
+    option vector per dtype."""
+    try:
+        key = (name, tuple(sorted(options.items())), extra)
+        hit = _OPTION_CACHE.get(key)
+    except TypeError:  # an unhashable option value (a class_weight array)
+        return dict(_validate(name, options, extra), _p={})
+    if hit is None:
+        hit = dict(_validate(name, options, extra), _p={})
+        if len(_OPTION_CACHE) < 256:
+            _OPTION_CACHE[key] = hit
+    return hit
+
+
+def _validate(name: str, options: dict, extra=()) -> dict:
     if name not in OBJECTIVES:
         raise ValueError(f"unknown objective {name!r}; valid names are {sorted(OBJECTIVES)}")
     defaults = OBJECTIVES[name].options
@@ -146,7 +165,14 @@ def _options(name: str, options: dict, extra=()) -> dict:
 
 
 def _params(name: str, o: dict, dtype) -> np.ndarray:
-    """The kernel's option vector ``[a, b, c]``."""
+    """The kernel's option vector ``[a, b, c]`` (read-only; cached in ``o["_p"]``)."""
+    p = o["_p"].get(dtype)
+    if p is None:
+        p = o["_p"][dtype] = readonly(_param_vector(name, o, dtype))
+    return p
+
+
+def _param_vector(name: str, o: dict, dtype) -> np.ndarray:
     a = b = c = 0.0
     if name == "logistic":
         a = o["min_hess"]
@@ -166,8 +192,16 @@ def _params(name: str, o: dict, dtype) -> np.ndarray:
 
 
 # -------------------------------------------------------------------------- arrays
+_F32, _F64 = _FLOATS
+
+
 def _as_preds(preds) -> np.ndarray:
     """float32/float64 margins, C- or F-contiguous (kept as given), read-only view."""
+    a = preds
+    if type(a) is np.ndarray and (a.dtype is _F64 or a.dtype is _F32) and (
+        a.flags.c_contiguous or a.flags.f_contiguous
+    ):
+        return readonly(a)  # the common case, quickly
     a = preds if type(preds) is np.ndarray else np.asarray(preds)
     if a.dtype not in _FLOATS:
         if a.dtype.kind == "f" and a.dtype.newbyteorder("=") in _FLOATS:
@@ -184,6 +218,8 @@ def _as_preds(preds) -> np.ndarray:
 def _as_real(v, name, shape, dtype) -> np.ndarray:
     """A real array of ``shape`` as a C-contiguous read-only array of ``dtype``."""
     a = v if type(v) is np.ndarray else np.asarray(v)
+    if a.dtype is dtype and a.flags.c_contiguous and a.shape == shape and type(a) is np.ndarray:
+        return readonly(a)
     if a.dtype.kind not in "fiub":
         raise TypeError(f"{name} must be a real numeric array, got dtype {a.dtype}")
     if a.shape != tuple(shape):
@@ -295,9 +331,11 @@ class _Call(NamedTuple):
     w: np.ndarray
     o: dict
     cw: np.ndarray | None  # softmax class weights (or size 0)
+    p: np.ndarray  # the kernel's option vector
 
 
 _EMPTY = {dt: readonly(np.empty(0, dt)) for dt in _FLOATS}
+_EMPTY64 = np.empty(0)
 
 
 def _prepare(name, preds, labels, sample_weight, options) -> _Call:
@@ -317,7 +355,7 @@ def _prepare(name, preds, labels, sample_weight, options) -> _Call:
         if o["class_weight"] is not None:
             cw = _as_real(np.asarray(o["class_weight"]).reshape(-1) if np.ndim(
                 o["class_weight"]) == 0 else o["class_weight"], "class_weight", (K,), x.dtype)
-    return _Call(name, x, y, _EMPTY[x.dtype] if w is None else w, o, cw)
+    return _Call(name, x, y, _EMPTY[x.dtype] if w is None else w, o, cw, _params(name, o, x.dtype))
 
 
 def _flat(c: _Call, order: str):
@@ -332,23 +370,30 @@ def _flat(c: _Call, order: str):
     return xf, yf, w
 
 
-def _elementwise_gh(c: _Call, g, h, n_threads):
+def _overlap(outs, arrays) -> bool:
+    """Some output may share memory with some operand (a cheap bounds check first)."""
+    return any(a.size and np.may_share_memory(o, a) for o in outs for a in arrays)
+
+
+def _elementwise_gh(c: _Call, g, h, given: bool, n_threads):
+    """``given``: the caller passed an output (which may overlap an operand)."""
     order = "F" if _is_f(g) else "C"
     xf, yf, wf = _flat(c, order)
     gf = g.reshape(-1, order=order)
-    hf = h.reshape(-1, order=order) if (_is_f(h) == (order == "F")) else np.empty_like(gf)
-    xf, yf, wf = unalias(gf, xf, yf, wf)
-    xf, yf, wf = unalias(hf, xf, yf, wf)
+    same = _is_f(h) == (order == "F")
+    hf = h.reshape(-1, order=order) if same else np.empty_like(gf)
+    if given and _overlap((gf, hf), (xf, yf, wf)):
+        xf, yf, wf = unalias(gf, xf, yf, wf)
+        xf, yf, wf = unalias(hf, xf, yf, wf)
     n = xf.size
     if n:
         nb = -(-n // _k.BLOCK_ELEMS)
         status = np.zeros(nb, np.int64)
         kern = _k.ELEMENTWISE[c.name].gh
-        pick(kern, n, threads=n_threads)(
-            xf, yf, wf, _params(c.name, c.o, c.x.dtype), 0, nb, gf, hf, status
-        )
-        _raise_status(status, c.name, c.y, c.x.shape)
-        if not np.shares_memory(hf, h):
+        pick(kern, n, threads=n_threads)(xf, yf, wf, c.p, 0, nb, gf, hf, status)
+        if (status[0] != 0) if nb == 1 else status.any():
+            _raise_status(status, c.name, c.y, c.x.shape)
+        if not same:
             h[...] = hf.reshape(h.shape, order=order)
 
 
@@ -362,7 +407,7 @@ def _flat_strides(a, n, K):
     return a.reshape(-1), np.array([K, 1], np.int64)
 
 
-def _softmax_run(c: _Call, g, h, lout, n_threads):
+def _softmax_run(c: _Call, g, h, lout, given, n_threads):
     x = c.x
     n, K = x.shape
     if n == 0:
@@ -371,17 +416,17 @@ def _softmax_run(c: _Call, g, h, lout, n_threads):
     nb = -(-n // R)
     status = np.zeros(nb, np.int64)
     y, w, cw = c.y, c.w, c.cw
-    for out in (g, h):
-        if out.size:
+    if given and _overlap((g, h), (x, y, w, cw)):
+        for out in (g, h):
             x, y, w, cw = unalias(out, x, y, w, cw)
     xf, xs = _flat_strides(x, n, K)
     gf, gs = _flat_strides(g, n, K)
     hf, hs = _flat_strides(h, n, K)
     pick(_k.softmax_gh, n * max(K, 1), rows=n, threads=n_threads)(
-        readonly(xf), xs, y, w, cw, _params("softmax", c.o, x.dtype), K, R, 0, nb,
-        gf, gs, hf, hs, lout, status,
+        readonly(xf), xs, y, w, cw, c.p, K, R, 0, nb, gf, gs, hf, hs, lout, status
     )
-    _raise_status(status, "softmax", c.y, c.x.shape, K)
+    if (status[0] != 0) if nb == 1 else status.any():
+        _raise_status(status, "softmax", c.y, c.x.shape, K)
 
 
 # --------------------------------------------------------------------------- public
@@ -441,10 +486,11 @@ def grad_hess(
     """
     c = _prepare(name, preds, labels, sample_weight, options)
     g, h = _outputs(grad_out, hess_out, c.x)
+    given = grad_out is not None or hess_out is not None
     if name == "softmax":
-        _softmax_run(c, g, h, np.empty(0), n_threads)
+        _softmax_run(c, g, h, _EMPTY64, given, n_threads)
     else:
-        _elementwise_gh(c, g, h, n_threads)
+        _elementwise_gh(c, g, h, given, n_threads)
     return GradHess(g, h)
 
 
@@ -494,7 +540,7 @@ def objective_loss(
     if name == "softmax":
         lout = np.empty(x.shape[0])
         e2 = np.empty(0, x.dtype)
-        _softmax_run(c, e2, e2, lout, n_threads)
+        _softmax_run(c, e2, e2, lout, False, n_threads)
         rows = x.shape[0]
     else:
         xf, yf, wf = _flat(c, "C")
@@ -504,9 +550,10 @@ def objective_loss(
             nb = -(-n // _k.BLOCK_ELEMS)
             status = np.zeros(nb, np.int64)
             pick(_k.ELEMENTWISE[name].loss, n, threads=n_threads)(
-                xf, yf, wf, _params(name, c.o, x.dtype), 0, nb, lout, status
+                xf, yf, wf, c.p, 0, nb, lout, status
             )
-            _raise_status(status, name, c.y, x.shape)
+            if status.any():
+                _raise_status(status, name, c.y, x.shape)
         lout = lout.reshape(x.shape)
         rows = x.shape[0] if x.ndim else 1
     if reduction == "none":

@@ -1,0 +1,308 @@
+"""CatBoost adapter: fastloss objectives as CatBoost user-defined losses and metrics.
+
+``objective(name, **options)`` returns an object for CatBoost's ``loss_function=`` and
+``metric(name, **options)`` one for ``eval_metric=`` (CatBoost takes a user metric object
+there only; ``custom_metric`` accepts strings); both work in the
+native API (``catboost.CatBoost(params).fit(Pool)``) and in the scikit-learn-style
+estimators (``CatBoostClassifier`` / ``CatBoostRegressor``, ``fit(X, y, sample_weight=w)``)::
+
+    import catboost as cb
+    import fastloss.catboost as flcb
+
+    model = cb.CatBoostClassifier(
+        loss_function=flcb.objective("logistic"),
+        eval_metric=flcb.metric("logistic"),   # CatBoost requires an eval_metric here
+        iterations=100, learning_rate=0.1, leaf_estimation_iterations=10,
+    )
+
+CatBoost's contract (1.2.10, ``_catboost.pyx``):
+
+* ``calc_ders_range(approxes, targets, weights)`` is called on blocks of a few hundred
+  objects with zero-copy views: ``approxes`` float64, ``targets`` float32, ``weights``
+  float32 or ``None``.  It must return the **negated** derivatives ``(-grad, -hess)``, times
+  the weight.  An ``(n, 2)`` float64 ndarray is CatBoost's fast path (read through a typed
+  memoryview); this adapter has ``fl.grad_hess`` write grad and hess straight into the two
+  columns of an F-ordered ``(n, 2)`` array and negates it in place.
+* ``calc_ders_multi(approx, target, weight)`` (multi-class) is called **once per object**:
+  ``approx`` a float64 view of the K margins, ``target`` the class index as a Python float,
+  ``weight`` a Python float (1.0 without weights).  It returns ``(-grad[K], -Hessian[K, K])``;
+  CatBoost reads only the upper triangle.  CatBoost 1.2.10 has no batched multi-class
+  call on the CPU.
+* CatBoost tries to ``numba.njit`` these methods unless the object has a ``no_jit``
+  attribute; every object here sets ``no_jit = True``.
+
+Defaults reproduce CatBoost's built-in objectives:
+
+* ``"logistic"`` = ``Logloss`` (der1 = y - p, der2 = -p(1-p)); ``"squared_error"`` = ``RMSE``
+  (der1 = y - r, der2 = -1: CatBoost's RMSE derivatives are those of half the squared error).
+* ``"softmax"`` = ``MultiClass`` with the **full** softmax Hessian ``diag(p) - p p^T``
+  (negated), as CatBoost's built-in uses (``hessian="full"``, the default).  A diagonal
+  Hessian does not reproduce the built-in (``hessian="diagonal"`` gives fastloss's
+  ``max(hess_scale * p(1-p), min_hess)``, for comparison with the other boosters).
+  ``label_smoothing`` and ``class_weight`` mean what they mean in ``fl.grad_hess`` (the
+  Hessian of the cross-entropy does not depend on the target; ``class_weight[y]`` multiplies
+  both).  ``hess_scale`` / ``min_hess`` are options of the diagonal Hessian only.
+  Because CatBoost calls it once per object, the softmax path computes the K-vector in
+  plain Python on the K margins (a few microseconds per call, several times less than a
+  ``fl.grad_hess`` call on one row); its formulas are those of ``fl.grad_hess("softmax")``,
+  and a bad label (or an option the core rejects) is passed to ``fl.grad_hess`` so that the
+  error is the core's own.
+* Every other objective of ``fl.OBJECTIVES`` goes through ``fl.grad_hess``, with its options.
+
+What CatBoost does differently with a user objective (so that a custom objective matches
+the built-in only under explicit settings): Logloss defaults to 10 Newton steps with
+``leaf_estimation_backtracking="AnyImprovement"`` (a user objective gets 1 step and no
+backtracking: set ``leaf_estimation_iterations`` on both and
+``leaf_estimation_backtracking="No"`` on the built-in); the learning rate is auto-tuned only
+for built-ins (set it explicitly); MultiClass defaults to ``bootstrap_type="Bayesian"``
+where a user objective gets MVS (set it); ``boost_from_average`` is unavailable to a user
+objective: pass ``fl.init_score(name, y, w)`` as the ``Pool``'s ``baseline`` and, after
+fitting, ``model.set_scale_and_bias(1.0, init)`` so that predictions include it.
+
+Errors raised inside a callback reach the caller of ``fit`` as ``catboost.CatBoostError``
+carrying the original traceback text (CatBoost re-raises them); called directly the
+objects raise fastloss's ``ValueError`` / ``IndexError``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+import fastloss as fl
+
+__all__ = ["metric", "objective"]
+
+_EXTRA_HINT = "fastloss.catboost needs CatBoost: pip install 'fastloss[catboost]'"
+
+_ONE_MARGIN = (
+    "fastloss.catboost.{what}('softmax') got a one-dimensional approx: CatBoost is training "
+    "a single margin. With a user objective CatBoost takes the number of margins from "
+    "eval_metric='MultiClass' or from classes_count / class_names: pass classes_count=K "
+    "(needed with eval_metric=metric('softmax')), or use 'logistic' for two classes."
+)
+
+
+def _require_catboost():
+    """Import CatBoost (lazily, so that ``import fastloss`` never does) or explain how."""
+    try:
+        import catboost
+    except ImportError as err:
+        raise ImportError(_EXTRA_HINT) from err
+    return catboost
+
+
+# ------------------------------------------------------------------------- objectives
+class ElementwiseObjective:
+    """CatBoost user loss for a one-margin objective; made by :func:`objective`."""
+
+    no_jit = True  # CatBoost must not try to numba-compile these methods
+
+    def __init__(self, name, n_threads, options):
+        self.name = name
+        self.n_threads = n_threads
+        self.options = options
+
+    def __repr__(self):
+        return f"fastloss.catboost.objective({self.name!r}, n_threads={self.n_threads})"
+
+    def calc_ders_range(self, approxes, targets, weights):
+        n = len(approxes)
+        ders = np.empty((n, 2), dtype=np.float64, order="F")  # contiguous columns
+        fl.grad_hess(
+            self.name,
+            approxes,
+            targets,
+            sample_weight=weights,
+            grad_out=ders[:, 0],
+            hess_out=ders[:, 1],
+            n_threads=self.n_threads,
+            **self.options,
+        )
+        np.negative(ders, out=ders)  # CatBoost maximises: it wants (-grad, -hess)
+        return ders
+
+
+class SoftmaxObjective:
+    """CatBoost multi-class user loss (softmax cross-entropy); made by :func:`objective`."""
+
+    no_jit = True
+
+    def __init__(self, options, hessian):
+        self.name = "softmax"
+        self.options = options
+        self.hessian = hessian
+        defaults = fl.OBJECTIVES["softmax"].options
+        merged = {**defaults, **options}
+        self._eps = float(merged["label_smoothing"])
+        cw = merged["class_weight"]
+        self._class_weight = None if cw is None else np.asarray(cw, dtype=np.float64).tolist()
+        self._hess_scale = float(merged["hess_scale"])
+        self._min_hess = float(merged["min_hess"])
+        self._checked_k = None  # number of classes the options were validated for
+
+    def __repr__(self):
+        return f"fastloss.catboost.objective('softmax', hessian={self.hessian!r})"
+
+    def _core_check(self, approx, target):
+        """Let the core validate this row (bad label, class_weight length): its errors."""
+        fl.grad_hess(
+            "softmax",
+            np.asarray(approx, dtype=np.float64).reshape(1, -1),
+            np.array([target]),
+            n_threads=1,
+            **self.options,
+        )
+
+    def calc_ders_multi(self, approx, target, weight):
+        if weight is None:
+            weight = 1.0
+        a = approx.tolist()
+        K = len(a)
+        try:
+            k = int(target)
+            good = k == target and 0 <= k < K
+        except (ValueError, OverflowError):  # NaN, inf
+            good = False
+        if not good or K != self._checked_k:
+            self._core_check(approx, target)  # raises the core's error for a bad row
+            if not good:  # pragma: no cover - the core accepted what we reject
+                raise ValueError(f"softmax: class index {target!r} is not in [0, {K})")
+            self._checked_k = K
+        # the core's formulas (fastloss/_kernels/boost.py softmax): p = e / sum(e) with
+        # e = exp(a - max a); der1 = -(p - t) c, t = (1 - eps) onehot + eps / K,
+        # c = weight * class_weight[k]
+        m = max(a)
+        e = [math.exp(v - m) for v in a]
+        inv = 1.0 / sum(e)
+        p = [v * inv for v in e]
+        c = weight if self._class_weight is None else weight * self._class_weight[k]
+        eps = self._eps
+        off = eps / K
+        der1 = [(off - v) * c for v in p]
+        der1[k] = (1.0 - eps + off - p[k]) * c
+        if self.hessian == "full":
+            # -(diag(p) - p p^T) c: off-diagonal c p_i p_j, diagonal c p_i (p_i - 1), as
+            # CatBoost's MultiClass.  (r p_i)(r p_j) with r = sqrt|c| is exactly symmetric.
+            r = math.sqrt(abs(c))
+            rp = [r * v for v in p]
+            left = rp if c >= 0 else [-v for v in rp]
+            der2 = [[x * v for v in rp] for x in left]
+            for i, row in enumerate(der2):
+                v = p[i]
+                row[i] = v * (v - 1.0) * c
+        else:
+            hs, mh = self._hess_scale, self._min_hess
+            der2 = [[0.0] * K for _ in range(K)]
+            for i, v in enumerate(p):
+                der2[i][i] = -max(hs * v * (1.0 - v), mh) * c
+        return der1, der2
+
+    def calc_ders_range(self, approxes, targets, weights):
+        raise ValueError(_ONE_MARGIN.format(what="objective"))
+
+
+def objective(name, *, n_threads=1, hessian="full", **options):
+    """A CatBoost ``loss_function`` object computing fastloss objective ``name``.
+
+    ``options`` go to ``fl.grad_hess`` (validated there, now).  ``n_threads`` is the kernel's
+    thread count inside ``calc_ders_range`` (CatBoost runs its own threads around it).
+    ``hessian`` applies to ``"softmax"`` only: ``"full"`` (CatBoost's built-in MultiClass) or
+    ``"diagonal"`` (fastloss's diagonal, with ``hess_scale`` / ``min_hess``).
+    """
+    _require_catboost()
+    if name == "softmax":
+        if hessian not in ("full", "diagonal"):
+            raise ValueError(f"hessian must be 'full' or 'diagonal', got {hessian!r}")
+        if hessian == "full":
+            bad = sorted(k for k in ("hess_scale", "min_hess") if k in options)
+            if bad:
+                raise ValueError(
+                    f"{', '.join(bad)}: options of the diagonal Hessian; "
+                    "pass hessian='diagonal' to use them"
+                )
+        cw = options.get("class_weight")
+        k = 2 if cw is None else max(len(np.atleast_1d(cw)), 1)
+        fl.grad_hess("softmax", np.zeros((1, k)), np.zeros(1), n_threads=1, **options)
+        return SoftmaxObjective(options, hessian)
+    if hessian != "full":
+        raise ValueError("hessian= applies to 'softmax' only")
+    fl.grad_hess(name, np.zeros(1), np.zeros(1), n_threads=1, **options)  # validate now
+    return ElementwiseObjective(name, n_threads, options)
+
+
+# ---------------------------------------------------------------------------- metrics
+class Metric:
+    """CatBoost user metric: the weighted mean of ``fl.objective_loss`` on raw margins."""
+
+    no_jit = True
+
+    def __init__(self, name, options):
+        self.name = name
+        self.options = options
+
+    def __repr__(self):
+        return f"fastloss.catboost.metric({self.name!r})"
+
+    def __reduce__(self):  # the class is made per name: rebuild through the factory
+        return (_metric_from_state, (self.name, self.options))
+
+    def is_max_optimal(self):
+        return False
+
+    def evaluate(self, approxes, target, weight):
+        if self.name == "softmax":
+            if len(approxes) < 2:
+                raise ValueError(_ONE_MARGIN.format(what="metric"))
+            preds = np.stack(approxes, axis=1)  # K views of length n -> (n, K)
+        elif len(approxes) == 1:
+            preds = approxes[0]
+        else:
+            raise ValueError(
+                f"fastloss.catboost.metric({self.name!r}) expects one approx dimension, "
+                f"got {len(approxes)}"
+            )
+        err = fl.objective_loss(
+            self.name, preds, target, sample_weight=weight, reduction="sum", **self.options
+        )
+        wsum = float(len(target)) if weight is None else float(np.sum(weight, dtype=np.float64))
+        return float(err), wsum
+
+    def get_final_error(self, error, weight):
+        return error / weight if weight != 0 else math.nan
+
+
+_METRIC_CLASSES = {}
+
+
+def _metric_class(name):
+    # CatBoost names a user metric after its class (evals_result_ keys, logs):
+    # "fastloss_logistic" rather than one shared class name for every objective.
+    cls = _METRIC_CLASSES.get(name)
+    if cls is None:
+        cls = type(f"fastloss_{name}", (Metric,), {"__module__": __name__})
+        _METRIC_CLASSES[name] = cls
+    return cls
+
+
+def _metric_from_state(name, options):
+    return _metric_class(name)(name, options)
+
+
+def metric(name, **options):
+    """A CatBoost metric object: weighted mean ``fl.objective_loss(name)`` on raw approxes.
+
+    Use it as ``eval_metric=`` (a user objective requires one; CatBoost takes user metric
+    objects only there, ``custom_metric`` accepts strings only).  With ``"softmax"`` also pass
+    ``classes_count=K``: CatBoost otherwise trains a single margin for a user objective.
+    It is reported under the name ``fastloss_<name>``; lower is better.
+    """
+    _require_catboost()
+    if name == "softmax":
+        cw = options.get("class_weight")
+        k = 2 if cw is None else max(len(np.atleast_1d(cw)), 1)
+        fl.objective_loss("softmax", np.zeros((1, k)), np.zeros(1), **options)
+    else:
+        fl.objective_loss(name, np.zeros(1), np.zeros(1), **options)  # validate now
+    return _metric_from_state(name, options)
