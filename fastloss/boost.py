@@ -371,8 +371,12 @@ def _flat(c: _Call, order: str):
 
 
 def _overlap(outs, arrays) -> bool:
-    """Some output may share memory with some operand (a cheap bounds check first)."""
-    return any(a.size and np.may_share_memory(o, a) for o in outs for a in arrays)
+    """Some output may share memory with some operand (NumPy's bounds check)."""
+    for o in outs:
+        for a in arrays:
+            if a.size and np.may_share_memory(o, a):
+                return True
+    return False
 
 
 def _elementwise_gh(c: _Call, g, h, given: bool, n_threads):
@@ -427,6 +431,61 @@ def _softmax_run(c: _Call, g, h, lout, given, n_threads):
     )
     if (status[0] != 0) if nb == 1 else status.any():
         _raise_status(status, "softmax", c.y, c.x.shape, K)
+
+
+def _plain_1d(a, n) -> bool:
+    return type(a) is np.ndarray and a.ndim == 1 and a.shape[0] == n and a.flags.c_contiguous
+
+
+def _fast_out(out, n, dtype):
+    """A caller's 1-D output that passes every check of :func:`_output`, else None."""
+    if (_plain_1d(out, n) and out.flags.writeable and (out.dtype is _F64 or out.dtype is _F32)):
+        return out
+    return None
+
+
+def _fast_elementwise(name, preds, labels, sample_weight, grad_out, hess_out, n_threads,
+                      options):
+    """:func:`grad_hess` for 1-D contiguous ndarrays (what every booster hands over, a few
+    hundred rows at a time in CatBoost), with the general path's checks in fewer steps;
+    ``None`` when the call is not of that form."""
+    x = preds
+    if not (type(x) is np.ndarray and x.ndim == 1 and x.flags.c_contiguous
+            and (x.dtype is _F64 or x.dtype is _F32) and name in _k.ELEMENTWISE):
+        return None
+    n = x.shape[0]
+    dt = x.dtype
+    if not (_plain_1d(labels, n) and labels.dtype.kind in "fiub"):
+        return None
+    fresh_y = labels.dtype is not dt
+    y = readonly(labels.astype(dt) if fresh_y else labels)
+    w = _EMPTY[dt]
+    fresh_w = True
+    if sample_weight is not None:
+        if not (_plain_1d(sample_weight, n) and sample_weight.dtype.kind in "fiub"):
+            return None
+        fresh_w = sample_weight.dtype is not dt
+        w = readonly(sample_weight.astype(dt) if fresh_w else sample_weight)
+    g = np.empty(n, dt) if grad_out is None else _fast_out(grad_out, n, dt)
+    h = np.empty(n, g.dtype if g is not None else dt) if hess_out is None else _fast_out(
+        hess_out, n, dt)
+    if g is None or h is None:
+        return None
+    o = _options(name, options)
+    x = readonly(x)
+    if (grad_out is not None or hess_out is not None) and _overlap(
+        (g, h), (x,) + (() if fresh_y else (y,)) + (() if fresh_w else (w,))
+    ):
+        return None  # the general path copies the overlapping operands
+    if n:
+        nb = -(-n // _k.BLOCK_ELEMS)
+        status = np.zeros(nb, np.int64)
+        pick(_k.ELEMENTWISE[name].gh, n, threads=n_threads)(
+            x, y, w, _params(name, o, dt), 0, nb, g, h, status
+        )
+        if (status[0] != 0) if nb == 1 else status.any():
+            _raise_status(status, name, y, x.shape)
+    return GradHess(g, h)
 
 
 # --------------------------------------------------------------------------- public
@@ -484,6 +543,11 @@ def grad_hess(
         >>> g, h
         (array([[ 0.25,  0.25, -0.75,  0.25]]), array([[0.375, 0.375, 0.375, 0.375]]))
     """
+    if name != "softmax":
+        fast = _fast_elementwise(name, preds, labels, sample_weight, grad_out, hess_out,
+                                 n_threads, options)
+        if fast is not None:
+            return fast
     c = _prepare(name, preds, labels, sample_weight, options)
     g, h = _outputs(grad_out, hess_out, c.x)
     given = grad_out is not None or hess_out is not None
