@@ -537,8 +537,8 @@ def grad_hess(
     Example:
         >>> import numpy as np, fastloss as fl
         >>> g, h = fl.grad_hess("logistic", np.array([0.0, 2.0]), np.array([1.0, 0.0]))
-        >>> np.round(g, 4), np.round(h, 4)
-        (array([-0.5   ,  0.8808]), array([0.25  , 0.105 ]))
+        >>> g.round(4).tolist(), h.round(4).tolist()
+        ([-0.5, 0.8808], [0.25, 0.105])
         >>> g, h = fl.grad_hess("softmax", np.zeros((1, 4)), np.array([2]), hess_scale=2.0)
         >>> g, h
         (array([[ 0.25,  0.25, -0.75,  0.25]]), array([[0.375, 0.375, 0.375, 0.375]]))
