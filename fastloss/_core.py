@@ -34,6 +34,7 @@ __all__ = [
     "normalize_axis",
     "to_dtype",
     "array_to_dtype",
+    "float64_totals",
 ]
 
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
@@ -305,9 +306,30 @@ def prepare_out(out, x: np.ndarray, grad: bool) -> np.ndarray:
 _F32_ROUNDS_TO_INF = 3.4028235677973366e38  # float32 max + half an ulp
 
 
+_totals = threading.local()
+
+
+class float64_totals:
+    """Context manager: this thread's ``"sum"``/``"mean"`` results stay float64 (the
+    kernels' float64 accumulation, unrounded), so that chunked reductions
+    (``fastloss score``, ``fastloss.dask``) add chunk totals before the one final
+    rounding to the input dtype, as the in-memory call does."""
+
+    def __enter__(self):
+        self.prev = getattr(_totals, "on", False)
+        _totals.on = True
+        return self
+
+    def __exit__(self, *exc):
+        _totals.on = self.prev
+
+
 def to_dtype(value, dtype: np.dtype):
     """A float64 result as a NumPy scalar of ``dtype``, overflowing to +-inf silently
-    (IEEE rounding, as PyTorch's float32 arithmetic would) instead of warning."""
+    (IEEE rounding, as PyTorch's float32 arithmetic would) instead of warning.  Inside
+    :class:`float64_totals` the float64 value itself."""
+    if getattr(_totals, "on", False):
+        return np.float64(value)
     v = float(value)
     if dtype == np.float32 and abs(v) >= _F32_ROUNDS_TO_INF and v == v:
         v = math.copysign(math.inf, v)

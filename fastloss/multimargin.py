@@ -17,6 +17,7 @@ from ._core import (
     readonly,
     register,
     target_out_of_bounds,
+    to_dtype,
     unalias,
 )
 from ._kernels.multimargin import multi_margin
@@ -164,9 +165,9 @@ def multi_margin_loss(
         if reduction == "none":
             loss = losses.astype(x.dtype).reshape(t.shape)
         elif reduction == "sum":
-            loss = dt(np.sum(losses))
+            loss = to_dtype(np.sum(losses), x.dtype)
         else:
-            loss = dt(np.sum(losses) / n) if n else dt(np.nan)
+            loss = to_dtype(np.sum(losses) / n if n else np.nan, x.dtype)
     return finish(loss, g, grad, out)
 
 
