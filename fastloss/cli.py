@@ -1,0 +1,581 @@
+"""The ``fastloss`` command line (also ``python -m fastloss``).
+
+``fastloss score LOSS INPUT [TARGET]`` computes a loss over files too large for memory,
+chunk by chunk: per-sample losses to ``-o OUTPUT`` (``--reduction none``, the default;
+written to a temporary file beside OUTPUT and renamed into place only when complete), or
+one number for ``sum`` / ``mean`` (PyTorch's semantics over the whole file, as the
+in-memory call).  ``fastloss warmup [LOSS ...]`` compiles (or loads from the on-disk
+cache) kernels ahead of time, for Docker / CI images.
+
+Errors are one line on stderr and an exit status: 2 for usage (unknown loss or option,
+unsupported format, an existing OUTPUT without ``--force``, an unwritable output
+directory), 1 for bad data (a pickled or truncated ``.npy``, a wrong dtype, shapes or
+lengths that do not match, a class index out of range, naming its row), 130 on Ctrl-C,
+143 on SIGTERM; never a traceback, never a partial OUTPUT.
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import math
+import os
+import signal
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+__all__ = ["main"]
+
+#: Input bytes per chunk when ``--chunk-rows`` is not given: large enough that the per-call
+#: overhead vanishes, small enough that two chunks (the one computed and the one read
+#: ahead) stay far below the 150 MB of working memory the command allows itself.
+CHUNK_BYTES = 32 << 20
+
+
+class CLIError(Exception):
+    """An error reported as one line on stderr with exit status :attr:`status`."""
+
+    status = 1
+
+
+class UsageError(CLIError):
+    status = 2
+
+
+class DataError(CLIError):
+    status = 1
+
+
+class _Terminated(BaseException):
+    """SIGTERM, raised in the main thread (cleans up like Ctrl-C)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, exit status 2 (argparse prints usage too)
+        raise UsageError(message)
+
+
+# ------------------------------------------------------------------------------ parser
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="fastloss", description="fastloss: fused loss + gradient kernels.")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    s = sub.add_parser(
+        "score",
+        help="compute a loss over .npy / Parquet files, chunk by chunk",
+        description="Compute LOSS over INPUT (and TARGET) chunk by chunk.  --reduction none "
+        "(the default) writes the per-sample losses to OUTPUT (.npy or .parquet); sum and "
+        "mean print one number.",
+    )
+    s.add_argument("loss", help="a loss of fastloss.LOSSES, e.g. cross_entropy")
+    s.add_argument("input", help="predictions: .npy (memory-mapped) or .parquet")
+    s.add_argument("target", nargs="?", help="targets: .npy or .parquet (may be INPUT)")
+    s.add_argument("-o", "--output", help="per-sample losses (.npy or .parquet)")
+    s.add_argument("--weight", metavar="FILE", help="class weights (or a loss's weight), .npy")
+    s.add_argument("--reduction", default="none", help="none (default), sum, mean, batchmean")
+    s.add_argument("--chunk-rows", type=int, metavar="N", help="rows per chunk")
+    s.add_argument("--threads", type=int, metavar="N", help="kernel threads")
+    s.add_argument("--force", action="store_true", help="overwrite an existing OUTPUT")
+    s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="a loss option, e.g. --set label_smoothing=0.1 (repeatable)")
+    s.add_argument("--input-column", metavar="C",
+                   help="Parquet: the predictions' column (a fixed-size list), or a prefix "
+                   "of one float column per class")
+    s.add_argument("--target-column", metavar="C", help="Parquet: the targets' column")
+    s.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="progress bar on stderr (default: when stderr is a terminal)")
+    s.set_defaults(func=cmd_score)
+
+    w = sub.add_parser("warmup", help="compile (or load from the cache) kernels ahead of time")
+    w.add_argument("names", nargs="*", help="losses (default: all) or grad_hess:<objective>")
+    w.add_argument("--dtype", action="append", choices=["float32", "float64"],
+                   help="dtypes to compile (default: both)")
+    w.set_defaults(func=cmd_warmup)
+    return p
+
+
+# ------------------------------------------------------------------------------ entry
+def main(argv=None) -> int:
+    """Run the command line; returns the exit status."""
+    try:
+        args = build_parser().parse_args(argv)
+    except UsageError as e:
+        _say(f"usage error: {e} (see fastloss --help)")
+        return 2
+    old_term = signal.getsignal(signal.SIGTERM)
+    try:
+        signal.signal(signal.SIGTERM, _on_term)
+    except ValueError:  # not the main thread
+        old_term = None
+    try:
+        return args.func(args) or 0
+    except CLIError as e:
+        _say(f"error: {e}")
+        return e.status
+    except KeyboardInterrupt:
+        _say("interrupted")
+        return 130
+    except _Terminated:
+        _say("terminated")
+        return 143
+    except BrokenPipeError:
+        return 1
+    except Exception as e:  # anything unforeseen: still one line, no traceback
+        if os.environ.get("FASTLOSS_DEBUG"):
+            raise
+        _say(f"error: {type(e).__name__}: {e}")
+        return 1
+    finally:
+        if old_term is not None:
+            signal.signal(signal.SIGTERM, old_term)
+
+
+def _on_term(signum, frame):
+    raise _Terminated()
+
+
+def _say(msg: str) -> None:
+    print(f"fastloss: {' '.join(str(msg).split())}", file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------------------- options
+_RESERVED = {"input", "target", "weight", "reduction", "grad", "out"}
+
+
+def _parse_value(text: str):
+    """A ``--set`` value: None, a bool, an int, a float, else the string itself."""
+    low = text.strip().lower()
+    if low in ("none", "null"):
+        return None
+    if low in ("true", "yes", "on"):
+        return True
+    if low in ("false", "no", "off"):
+        return False
+    for conv in (int, float):
+        try:
+            return conv(text)
+        except ValueError:
+            pass
+    return text
+
+
+def parse_options(pairs, fn) -> dict:
+    """``--set KEY=VALUE`` pairs as keyword options of ``fn`` (UsageError for unknown or
+    malformed ones)."""
+    params = inspect.signature(fn).parameters
+    valid = sorted(k for k, p in params.items()
+                   if p.kind is p.KEYWORD_ONLY and k not in _RESERVED)
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise UsageError(f"--set expects KEY=VALUE, got {pair!r}")
+        if key not in valid:
+            raise UsageError(
+                f"unknown option {key!r} for {fn.__name__}; valid options: "
+                f"{', '.join(valid) or '(none)'}"
+            )
+        v = _parse_value(value)
+        default = params[key].default
+        if isinstance(default, float) and isinstance(v, int) and not isinstance(v, bool):
+            v = float(v)
+        out[key] = v
+    return out
+
+
+# ------------------------------------------------------------------------------ files
+def _kind(path: str) -> str:
+    ext = os.path.splitext(path)[1].lower()
+    if ext == ".npy":
+        return "npy"
+    if ext in (".parquet", ".pq"):
+        return "parquet"
+    raise UsageError(f"{path}: unsupported format {ext or '(no extension)'!r}; use .npy or "
+                     ".parquet")
+
+
+def open_npy(path: str, role: str):
+    """``path`` memory-mapped read-only (never unpickled)."""
+    import numpy as np
+
+    if not os.path.exists(path):
+        raise UsageError(f"{role} {path}: no such file")
+    try:
+        a = np.load(path, mmap_mode="r", allow_pickle=False)
+    except ValueError as e:
+        msg = str(e)
+        if "pickle" in msg.lower() or "object" in msg.lower():
+            raise DataError(f"{role} {path}: holds pickled/object data, which is never "
+                            "loaded (allow_pickle=False)") from None
+        if "mmap length" in msg or "larger" in msg or "size" in msg:
+            raise DataError(f"{role} {path}: truncated .npy file ({msg})") from None
+        raise DataError(f"{role} {path}: not a valid .npy file ({msg})") from None
+    except (EOFError, OSError) as e:
+        raise DataError(f"{role} {path}: not a valid .npy file ({e})") from None
+    if not isinstance(a, np.ndarray):
+        raise DataError(f"{role} {path}: not a .npy array")
+    if a.dtype.hasobject:
+        raise DataError(f"{role} {path}: holds object data, which is never loaded")
+    return a
+
+
+class _Source:
+    """Row chunks of one array-like input (a memory-mapped .npy array)."""
+
+    def __init__(self, path, role):
+        self.path = path
+        self.role = role
+        self.array = open_npy(path, role)
+        if self.array.ndim == 0:
+            raise DataError(f"{role} {path}: a 0-d array has no rows to chunk")
+
+    @property
+    def n_rows(self) -> int:
+        return self.array.shape[0]
+
+    @property
+    def shape(self) -> tuple:
+        return self.array.shape
+
+    @property
+    def row_bytes(self) -> int:
+        a = self.array
+        return max(1, a.itemsize * (a.size // a.shape[0] if a.shape[0] else 1))
+
+    def chunk(self, lo, hi):
+        return self.array[lo:hi]
+
+    def touch(self, lo, hi):
+        """Read one byte per page of rows lo .. hi (a background read-ahead: the page
+        faults, and any disk reads, happen here while the kernel runs on other rows)."""
+        import numpy as np
+
+        c = self.array[lo:hi]
+        if c.size == 0 or c.dtype.kind not in "fiub":
+            return 0.0
+        step = max(1, 4096 // c.itemsize)
+        return float(np.add.reduce(c.reshape(-1)[::step], dtype=np.float64))
+
+
+def _open_source(path, role, column=None, exclude=None):
+    kind = _kind(path)
+    if kind == "npy":
+        if column is not None:
+            raise UsageError(f"--{role}-column applies to Parquet files, not {path}")
+        return _Source(path, role)
+    if not os.path.exists(path):
+        raise UsageError(f"{role} {path}: no such file")
+    from ._parquet import ParquetSource  # pyarrow: an extra
+
+    return ParquetSource(path, role, column, exclude)
+
+
+class _Output:
+    """Per-sample losses written to a temporary file beside OUTPUT, renamed into place by
+    :meth:`commit` only; :meth:`abort` removes it."""
+
+    def __init__(self, path: str, force: bool):
+        import tempfile
+
+        self.path = path
+        self.kind = _kind(path)
+        if os.path.isdir(path):
+            raise UsageError(f"output {path} is a directory")
+        if os.path.exists(path) and not force:
+            raise UsageError(f"output {path} exists; use --force to overwrite it")
+        d = os.path.dirname(os.path.abspath(path))
+        try:
+            fd, self.tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.",
+                                            suffix=".partial", dir=d)
+        except OSError as e:
+            raise UsageError(f"cannot write to output directory {d}: {e.strerror or e}") \
+                from None
+        os.close(fd)
+        self.writer = None
+
+    def open(self, shape, dtype):
+        if self.kind == "npy":
+            self.writer = _NpyWriter(self.tmp, shape, dtype)
+        else:
+            from ._parquet import ParquetWriter
+
+            self.writer = ParquetWriter(self.tmp, shape, dtype)
+
+    def write(self, lo, values):
+        self.writer.write(lo, values)
+
+    def commit(self):
+        self.writer.close()
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(self.tmp, 0o666 & ~umask)  # mkstemp made it 0600
+        os.replace(self.tmp, self.path)
+        self.tmp = None
+
+    def abort(self):
+        if self.writer is not None:
+            try:
+                self.writer.close()
+            except Exception:  # noqa: BLE001 - best effort on the way out
+                pass
+        if self.tmp is not None:
+            try:
+                os.unlink(self.tmp)
+            except OSError:
+                pass
+            self.tmp = None
+
+
+class _NpyWriter:
+    def __init__(self, path, shape, dtype):
+        import numpy as np
+
+        self.arr = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape)
+
+    def write(self, lo, values):
+        self.arr[lo : lo + values.shape[0]] = values
+
+    def close(self):
+        if self.arr is not None:
+            self.arr.flush()
+            mm = getattr(self.arr, "_mmap", None)
+            self.arr = None
+            if mm is not None:
+                mm.close()
+
+
+# ------------------------------------------------------------------------------ score
+def _progress(args, total, unit_bytes):
+    show = args.progress if args.progress is not None else sys.stderr.isatty()
+    try:
+        from tqdm import tqdm
+    except ImportError:  # pragma: no cover - tqdm is a dependency
+        return None
+    return tqdm(total=total, unit="rows", unit_scale=True, file=sys.stderr, disable=not show,
+                dynamic_ncols=True, mininterval=0.25, leave=False, desc="fastloss score")
+
+
+def _class_row_error(e, t, lo, options):
+    """The IndexError of a class index, naming the row where it is."""
+    import numpy as np
+
+    ti = np.asarray(t)
+    ignore = options.get("ignore_index", -100)
+    text = str(e)
+    try:
+        value = int(text.split()[1])
+    except (IndexError, ValueError):
+        return DataError(text)
+    rows = np.flatnonzero((ti.reshape(ti.shape[0], -1) == value).any(axis=1)
+                          & (value != ignore))
+    where = f" at row {lo + int(rows[0])}" if rows.size else ""
+    return DataError(f"{text}{where}")
+
+
+def cmd_score(args) -> int:
+    import numpy as np
+
+    import fastloss as fl
+
+    info = fl.LOSSES.get(args.loss)
+    if info is None:
+        valid = ", ".join(sorted(fl.LOSSES))
+        raise UsageError(f"unknown loss {args.loss!r}; valid losses: {valid}")
+    fn = info.fn
+    params = inspect.signature(fn).parameters
+    takes_target = "target" in params
+    reduction = args.reduction
+    if reduction not in info.reductions:
+        raise UsageError(f"--reduction {reduction!r} is not valid for {args.loss}; valid: "
+                         f"{', '.join(info.reductions)}")
+    if takes_target and args.target is None:
+        raise UsageError(f"{args.loss} needs a TARGET file")
+    if not takes_target and args.target is not None:
+        raise UsageError(f"{args.loss} takes no TARGET")
+    if reduction == "none" and not args.output:
+        raise UsageError("--reduction none writes per-sample losses: give -o OUTPUT")
+    if reduction != "none" and args.output:
+        raise UsageError(f"--reduction {reduction} prints one number; -o is for none")
+    options = parse_options(args.set, fn)
+    if args.chunk_rows is not None and args.chunk_rows < 1:
+        raise UsageError(f"--chunk-rows must be >= 1, got {args.chunk_rows}")
+    if args.threads is not None:
+        try:
+            fl.set_num_threads(args.threads)
+        except ValueError as e:
+            raise UsageError(f"--threads: {e}") from None
+    weight = None
+    if args.weight is not None:
+        if "weight" not in params:
+            raise UsageError(f"{args.loss} takes no weight")
+        if _kind(args.weight) != "npy":
+            raise UsageError("--weight must be a .npy file")
+        weight = np.asarray(open_npy(args.weight, "weight"))
+    _check_options(info, options, reduction)
+
+    out = _Output(args.output, args.force) if args.output else None
+    try:
+        value = _score(args, fl, info, options, reduction, weight, out)
+        if out is not None:
+            out.commit()
+    except BaseException:
+        if out is not None:
+            out.abort()
+        raise
+    if value is not None:
+        print(value)
+    return 0
+
+
+def _check_options(info, options, reduction):
+    """Options checked like the Python API, on a tiny valid example, before any data is
+    read: a bad option is a usage error, not a data error."""
+    import numpy as np
+
+    for dt in ("float64",):
+        args_, kw = info.example(np.dtype(dt))
+        kw = {k: v for k, v in kw.items() if k not in options}
+        try:
+            info.fn(*args_, **kw, **options, reduction=reduction, grad=False)
+        except (ValueError, TypeError) as e:
+            raise UsageError(str(e)) from None
+        except IndexError:
+            pass  # an ignore_index / class-count interplay of the example, not the option
+
+
+def _score(args, fl, info, options, reduction, weight, out):
+    import numpy as np
+
+    from fastloss._core import float64_totals, to_dtype
+
+    same = args.target is not None and os.path.abspath(args.target) == os.path.abspath(
+        args.input)
+    src = _open_source(args.input, "input", args.input_column,
+                       exclude=(args.target_column or "target") if same else None)
+    tgt = None
+    if args.target is not None:
+        tgt = _open_source(args.target, "target", args.target_column)
+        if tgt.n_rows != src.n_rows:
+            raise DataError(f"input has {src.n_rows} rows but target has {tgt.n_rows}")
+    n = src.n_rows
+    rows = args.chunk_rows or max(1, CHUNK_BYTES // src.row_bytes)
+    # a full-shape weight (e.g. binary_cross_entropy's) is chunked with the rows
+    chunk_weight = (
+        weight is not None and n > 1 and weight.ndim == len(src.shape)
+        and weight.shape[0] == n
+    )
+    plan = None
+    if reduction in ("mean", "batchmean"):
+        plan = _mean_plan(info, src, tgt, weight, options, reduction, rows)
+    call_red = "none" if reduction == "none" else "sum"
+    call_opts = dict(options)
+    if plan is not None:
+        call_opts.update(plan["options"])
+    bar = _progress(args, n, src.row_bytes)
+    total = 0.0
+    dtype = None
+    t0 = time.perf_counter()
+    pool = ThreadPoolExecutor(1)
+    try:
+        lo, hi = 0, min(n, rows)
+        cur = _read(src, tgt, lo, hi)
+        while True:
+            # read the next chunk (page faults / Parquet decoding) while this one computes
+            ahead = pool.submit(_touch_all, src, tgt, hi, min(n, hi + rows)) if hi < n \
+                else None
+            x, t = cur
+            call = [x] if t is None else [x, t]
+            w = weight[lo:hi] if chunk_weight else weight
+            kw = dict(call_opts, reduction=call_red, grad=False)
+            if w is not None:
+                kw["weight"] = w
+            try:
+                with float64_totals():
+                    res = info.fn(*call, **kw)
+            except IndexError as e:
+                raise _class_row_error(e, t, lo, options) from None
+            except (ValueError, TypeError) as e:
+                raise DataError(f"rows {lo}..{hi - 1}: {e}") from None
+            if dtype is None:
+                dtype = np.asarray(x).dtype
+            if out is not None:
+                per = np.asarray(res.loss)
+                if out.writer is None:
+                    out.open((n,) + per.shape[1:], per.dtype)
+                out.write(lo, per)
+            else:
+                total += float(res.loss)
+            if bar is not None:
+                bar.update(hi - lo)
+                dt = time.perf_counter() - t0
+                if dt > 0:
+                    bar.set_postfix_str(f"{hi * src.row_bytes / dt / 1e6:.0f} MB/s",
+                                        refresh=False)
+            if ahead is None:
+                break
+            ahead.result()
+            lo, hi = hi, min(n, hi + rows)
+            cur = _read(src, tgt, lo, hi)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+        if bar is not None:
+            bar.close()
+    if out is not None:
+        return None
+    if plan is not None:
+        d = plan["denominator"]
+        total = total / d if d else math.nan
+    return to_dtype(total, dtype if dtype is not None else np.dtype(np.float64))
+
+
+def _read(src, tgt, lo, hi):
+    return src.chunk(lo, hi), (None if tgt is None else tgt.chunk(lo, hi))
+
+
+def _touch_all(src, tgt, lo, hi):
+    src.touch(lo, hi)
+    if tgt is not None:
+        tgt.touch(lo, hi)
+
+
+def _mean_plan(info, src, tgt, weight, options, reduction, rows):
+    """The denominator of ``mean`` / ``batchmean`` over the whole data set (from the
+    targets, weights and shapes only) and the options of the per-chunk ``sum`` calls."""
+    from fastloss import _chunked
+
+    n = src.n_rows
+    counts = []
+    for lo in range(0, max(n, 1), rows):
+        hi = min(n, lo + rows)
+        t = None if tgt is None else tgt.chunk(lo, hi)
+        x = src.chunk(lo, hi)
+        try:
+            counts.append(_chunked.mean_counts(info.name, x.shape, t, weight=weight, **options))
+        except IndexError as e:
+            raise _class_row_error(e, t, lo, options) from None
+        except (ValueError, TypeError) as e:
+            raise DataError(f"rows {lo}..{hi - 1}: {e}") from None
+    d, opts = _chunked.mean_plan(info.name, _chunked.merge(counts), reduction, **options)
+    return {"denominator": d, "options": opts}
+
+
+# ----------------------------------------------------------------------------- warmup
+def cmd_warmup(args) -> int:
+    import fastloss as fl
+
+    dtypes = args.dtype or ["float32", "float64"]
+    t0 = time.perf_counter()
+    try:
+        spent = fl.warmup(args.names or None, dtypes=dtypes)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    for name, s in spent.items():
+        print(f"{name}\t{s:.2f} s")
+    print(f"total\t{time.perf_counter() - t0:.2f} s")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
