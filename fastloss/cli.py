@@ -353,8 +353,13 @@ def _progress(args, total, unit_bytes):
         from tqdm import tqdm
     except ImportError:  # pragma: no cover - tqdm is a dependency
         return None
+    import shutil
+
+    # a terminal that reports no size (0 x 0, e.g. a fresh pseudo-terminal) makes tqdm
+    # print nothing; shutil falls back to 80 x 24 there
+    cols, lines = shutil.get_terminal_size()
     return tqdm(total=total, unit="rows", unit_scale=True, file=sys.stderr, disable=not show,
-                dynamic_ncols=True, mininterval=0.25, leave=False, desc="fastloss score")
+                ncols=cols, nrows=lines, mininterval=0.25, leave=False, desc="fastloss score")
 
 
 def _class_row_error(e, t, lo, options):

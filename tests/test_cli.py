@@ -1,0 +1,255 @@
+"""``fastloss score`` / ``fastloss warmup``: the real command in subprocesses (and its
+``main()`` in-process for the error matrix), against the in-memory calls."""
+
+from __future__ import annotations
+
+import os
+import pty
+import select
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+import fastloss as fl
+from fastloss import cli
+
+FASTLOSS = [sys.executable, "-m", "fastloss"]
+
+
+def run(*args, **kw):
+    return subprocess.run([*FASTLOSS, *map(str, args)], capture_output=True, text=True,
+                          timeout=300, **kw)
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    d = tmp_path_factory.mktemp("cli")
+    rng = np.random.default_rng(0)
+    n, c = 5003, 7
+    x = (rng.standard_normal((n, c)) * 2).astype(np.float32)
+    y = rng.integers(0, c, n)
+    y[::17] = -100
+    np.save(d / "x.npy", x)
+    np.save(d / "y.npy", y)
+    np.save(d / "w.npy", rng.random(c) + 0.5)
+    np.save(d / "x64.npy", x.astype(np.float64))
+    r = rng.standard_normal((n, 3))
+    np.save(d / "r.npy", r)
+    np.save(d / "rt.npy", r + rng.standard_normal((n, 3)))
+    return d, x, y
+
+
+def test_npy_none_and_sum_match_in_memory(files, tmp_path):
+    d, x, y = files
+    w = np.load(d / "w.npy")
+    out = tmp_path / "loss.npy"
+    p = run("score", "cross_entropy", d / "x.npy", d / "y.npy", "-o", out, "--weight",
+            d / "w.npy", "--set", "label_smoothing=0.1", "--chunk-rows", 777)
+    assert p.returncode == 0, p.stderr
+    assert p.stderr == "" and p.stdout == ""  # no progress bar on a pipe
+    ref = fl.cross_entropy(x, y, weight=w, label_smoothing=0.1, reduction="none").loss
+    got = np.load(out)
+    assert got.dtype == np.float32 and got.shape == (x.shape[0],)
+    np.testing.assert_array_equal(got, ref)
+    p = run("score", "cross_entropy", d / "x.npy", d / "y.npy", "--weight", d / "w.npy",
+            "--set", "label_smoothing=0.1", "--reduction", "sum", "--chunk-rows", 1000)
+    assert p.returncode == 0, p.stderr
+    ref = fl.cross_entropy(x, y, weight=w, label_smoothing=0.1, reduction="sum").loss
+    assert np.float32(p.stdout.strip()) == ref
+    # an elementwise loss keeps the input's shape; float64 sums agree to rounding
+    p = run("score", "huber_loss", d / "r.npy", d / "rt.npy", "--reduction", "sum",
+            "--set", "delta=0.5", "--chunk-rows", 100)
+    ref = fl.huber_loss(np.load(d / "r.npy"), np.load(d / "rt.npy"), delta=0.5,
+                        reduction="sum").loss
+    assert float(p.stdout) == pytest.approx(float(ref), rel=1e-14)
+    p = run("score", "huber_loss", d / "r.npy", d / "rt.npy", "-o", tmp_path / "h.npy")
+    assert np.load(tmp_path / "h.npy").shape == (x.shape[0], 3)
+
+
+def test_parquet_inputs_and_output_match_in_memory(files, tmp_path):
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    d, x, y = files
+    c = x.shape[1]
+    both = tmp_path / "both.parquet"
+    pq.write_table(pa.table({
+        "logits": pa.FixedSizeListArray.from_arrays(pa.array(x.reshape(-1)), c),
+        "target": y,
+    }), both, row_group_size=1234)
+    assert pq.ParquetFile(both).num_row_groups > 3
+    cols = tmp_path / "cols.parquet"
+    pq.write_table(pa.table({f"p_{i}": x[:, i] for i in range(c)}), cols, row_group_size=999)
+    lab = tmp_path / "lab.parquet"
+    pq.write_table(pa.table({"label": y}), lab, row_group_size=2000)
+    ref_none = fl.cross_entropy(x, y, reduction="none").loss
+    ref_sum = fl.cross_entropy(x, y, reduction="sum").loss
+    p = run("score", "cross_entropy", both, both, "--reduction", "sum", "--chunk-rows", 700)
+    assert p.returncode == 0, p.stderr
+    assert np.float32(p.stdout.strip()) == ref_sum
+    out = tmp_path / "o.parquet"
+    p = run("score", "cross_entropy", cols, lab, "--input-column", "p",
+            "--target-column", "label", "-o", out, "--chunk-rows", 1500)
+    assert p.returncode == 0, p.stderr
+    got = pq.read_table(out).column("loss").to_numpy()
+    np.testing.assert_array_equal(got, ref_none)
+    p = run("score", "cross_entropy", both, d / "y.npy", "-o", tmp_path / "o.npy")
+    assert p.returncode == 0, p.stderr
+    np.testing.assert_array_equal(np.load(tmp_path / "o.npy"), ref_none)
+
+
+# ----------------------------------------------------------------- interruptions
+@pytest.fixture(scope="module")
+def big(tmp_path_factory):
+    d = tmp_path_factory.mktemp("big")
+    rng = np.random.default_rng(1)
+    n, c = 400_000, 50
+    np.save(d / "x.npy", rng.standard_normal((n, c), dtype=np.float32))
+    np.save(d / "y.npy", rng.integers(0, c, n))
+    return d
+
+
+def _start_and_wait_for_partial(big, out):
+    proc = subprocess.Popen(
+        [*FASTLOSS, "score", "cross_entropy", str(big / "x.npy"), str(big / "y.npy"), "-o",
+         str(out), "--chunk-rows", "500", "--threads", "1"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    t_end = time.time() + 120
+    while time.time() < t_end:
+        if any(p.name.startswith(f".{out.name}.") for p in out.parent.iterdir()):
+            return proc
+        if proc.poll() is not None:
+            break
+        time.sleep(0.002)
+    proc.kill()
+    raise AssertionError(f"no temporary file appeared: {proc.communicate()}")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT, signal.SIGTERM])
+def test_interrupted_run_leaves_no_output(big, tmp_path, sig):
+    out = tmp_path / "loss.npy"
+    proc = _start_and_wait_for_partial(big, out)
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=60)
+    assert not out.exists()
+    if sig == signal.SIGKILL:
+        assert proc.returncode == -signal.SIGKILL
+        return
+    assert proc.returncode == {signal.SIGINT: 130, signal.SIGTERM: 143}[sig], err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert not any(p.name.startswith(".loss.npy.") for p in tmp_path.iterdir())
+
+
+def test_completed_run_replaces_only_with_force(big, tmp_path):
+    out = tmp_path / "loss.npy"
+    out.write_bytes(b"keep me")
+    p = run("score", "mse_loss", big / "x.npy", big / "x.npy", "-o", out)
+    assert p.returncode == 2 and "--force" in p.stderr
+    assert out.read_bytes() == b"keep me"
+
+
+def test_progress_bar_on_a_terminal_only(files, tmp_path):
+    d, _, _ = files
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(
+        [*FASTLOSS, "score", "cross_entropy", str(d / "x.npy"), str(d / "y.npy"),
+         "--reduction", "sum", "--chunk-rows", "50"],
+        stdout=subprocess.PIPE, stderr=slave, text=True)
+    os.close(slave)
+    seen = b""
+    while True:
+        r, _, _ = select.select([master], [], [], 60)
+        if not r:
+            break
+        try:
+            chunk = os.read(master, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        seen += chunk
+    proc.communicate(timeout=60)
+    os.close(master)
+    assert proc.returncode == 0
+    assert b"rows" in seen and b"fastloss score" in seen
+    p = run("score", "cross_entropy", d / "x.npy", d / "y.npy", "--reduction", "sum",
+            "--progress")  # forced on a pipe
+    assert "rows" in p.stderr
+    p = run("score", "cross_entropy", d / "x.npy", d / "y.npy", "--reduction", "sum")
+    assert p.stderr == ""
+
+
+# ------------------------------------------------------------------------ errors
+def _main(capsys, *args):
+    status = cli.main([str(a) for a in args])
+    err = capsys.readouterr().err
+    return status, err
+
+
+def test_errors_are_one_line_with_their_exit_status(files, tmp_path, capsys):
+    d, x, y = files
+    np.save(tmp_path / "obj.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    (tmp_path / "trunc.npy").write_bytes((d / "x.npy").read_bytes()[:5000])
+    np.save(tmp_path / "xi.npy", np.zeros(x.shape, np.int32))
+    yb = y.copy()
+    yb[4321] = 9
+    np.save(tmp_path / "ybad.npy", yb)
+    np.save(tmp_path / "yshort.npy", y[:-1])
+    np.save(tmp_path / "y2.npy", np.stack([y, y], 1))
+    (tmp_path / "exists.npy").write_bytes(b"x")
+    o = tmp_path / "o.npy"
+    X, Y = d / "x.npy", d / "y.npy"
+    cases = [
+        (1, "pickled", ["score", "cross_entropy", tmp_path / "obj.npy", Y, "-o", o]),
+        (1, "truncated", ["score", "cross_entropy", tmp_path / "trunc.npy", Y, "-o", o]),
+        (1, "float32 or float64", ["score", "cross_entropy", tmp_path / "xi.npy", Y, "-o", o]),
+        (1, "row 4321", ["score", "cross_entropy", X, tmp_path / "ybad.npy", "-o", o]),
+        (1, "rows", ["score", "cross_entropy", X, tmp_path / "yshort.npy", "-o", o]),
+        (1, "shape", ["score", "cross_entropy", X, tmp_path / "y2.npy", "-o", o]),
+        (2, "unknown loss", ["score", "nope", X, Y, "-o", o]),
+        (2, "unknown option", ["score", "cross_entropy", X, Y, "-o", o, "--set", "foo=1"]),
+        (2, "label_smoothing", ["score", "cross_entropy", X, Y, "-o", o, "--set",
+                                "label_smoothing=2"]),
+        (2, "KEY=VALUE", ["score", "cross_entropy", X, Y, "-o", o, "--set", "oops"]),
+        (2, "cannot write", ["score", "cross_entropy", X, Y, "-o", tmp_path / "no" / "o.npy"]),
+        (2, "--force", ["score", "cross_entropy", X, Y, "-o", tmp_path / "exists.npy"]),
+        (2, "unsupported format", ["score", "cross_entropy", X, tmp_path / "y.csv", "-o", o]),
+        (2, "no such file", ["score", "cross_entropy", tmp_path / "missing.npy", Y, "-o", o]),
+        (2, "-o OUTPUT", ["score", "cross_entropy", X, Y]),
+        (2, "reduction", ["score", "cross_entropy", X, Y, "--reduction", "batchmean"]),
+        (2, "TARGET", ["score", "cross_entropy", X]),
+        (2, "required", ["score"]),
+        (2, "threads", ["score", "cross_entropy", X, Y, "-o", o, "--threads", 0]),
+    ]
+    for status, text, args in cases:
+        got, err = _main(capsys, *args)
+        assert got == status, (args, err)
+        assert text in err, (args, err)
+        assert len(err.strip().splitlines()) == 1, err
+        assert not o.exists(), args
+        assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".o.npy.")] == []
+    # and the same from a real process: one line, no traceback
+    p = run("score", "cross_entropy", X, tmp_path / "ybad.npy", "-o", o)
+    assert p.returncode == 1 and p.stderr.count("\n") == 1 and "Traceback" not in p.stderr
+
+
+def test_set_values_are_typed(files, capsys):
+    d, x, y = files
+    status = cli.main(["score", "cross_entropy", str(d / "x64.npy"), str(d / "y.npy"),
+                       "--reduction", "sum", "--set", "ignore_index=-100", "--set",
+                       "z_loss=1e-3", "--set", "softcap=none"])
+    out = capsys.readouterr().out
+    assert status == 0
+    ref = fl.cross_entropy(x.astype(np.float64), y, ignore_index=-100, z_loss=1e-3,
+                           reduction="sum").loss
+    assert float(out) == pytest.approx(float(ref), rel=1e-14)
+
+
+def test_warmup_command(capsys):
+    assert cli.main(["warmup", "mse_loss", "--dtype", "float64"]) == 0
+    assert "mse_loss" in capsys.readouterr().out
+    status, err = _main(capsys, "warmup", "nope")
+    assert status == 2 and "unknown loss" in err
