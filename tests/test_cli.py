@@ -253,3 +253,48 @@ def test_warmup_command(capsys):
     assert "mse_loss" in capsys.readouterr().out
     status, err = _main(capsys, "warmup", "nope")
     assert status == 2 and "unknown loss" in err
+
+
+# ------------------------------------------------------- multi-GB input (opt-in)
+def _rss_anon_kb(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("RssAnon:"):
+                return int(line.split()[1])
+    return 0
+
+
+@pytest.mark.skipif(not os.environ.get("FASTLOSS_LARGE"),
+                    reason="writes a multi-GB file: set FASTLOSS_LARGE=1")
+@pytest.mark.parametrize("reduction", ["none", "sum"])
+def test_multi_gb_input_stays_within_the_memory_bound(tmp_path, reduction):
+    """Peak anonymous memory <= 2 chunks + 150 MB while scoring a ~3 GB .npy."""
+    n, c = 6_000_000, 128  # 3.07 GB of float32 logits
+    x = np.lib.format.open_memmap(tmp_path / "x.npy", mode="w+", dtype=np.float32,
+                                  shape=(n, c))
+    rng = np.random.default_rng(0)
+    step = 500_000
+    for lo in range(0, n, step):
+        x[lo : lo + step] = rng.standard_normal((min(step, n - lo), c), dtype=np.float32)
+    x.flush()
+    del x
+    np.save(tmp_path / "y.npy", rng.integers(0, c, n))
+    args = ["score", "cross_entropy", tmp_path / "x.npy", tmp_path / "y.npy"]
+    args += ["-o", tmp_path / "o.npy"] if reduction == "none" else ["--reduction", "sum"]
+    proc = subprocess.Popen([*FASTLOSS, *map(str, args)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    peak = 0
+    t0 = time.time()
+    while proc.poll() is None:
+        try:
+            peak = max(peak, _rss_anon_kb(proc.pid))
+        except OSError:
+            break
+        time.sleep(0.005)
+    out, err = proc.communicate()
+    wall = time.time() - t0
+    assert proc.returncode == 0, err
+    bound_kb = (2 * cli.CHUNK_BYTES + 150 * 2**20) // 1024
+    print(f"{reduction}: peak RssAnon {peak / 1024:.0f} MiB (bound {bound_kb / 1024:.0f} MiB), "
+          f"{n * c * 4 / wall / 1e6:.0f} MB/s in {wall:.1f} s")
+    assert peak <= bound_kb
