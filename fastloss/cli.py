@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import inspect
-import math
 import os
 import signal
 import sys
@@ -453,8 +452,6 @@ def _check_options(info, options, reduction):
 def _score(args, fl, info, options, reduction, weight, out):
     import numpy as np
 
-    from fastloss._core import float64_totals, to_dtype
-
     same = args.target is not None and os.path.abspath(args.target) == os.path.abspath(
         args.input)
     src = _open_source(args.input, "input", args.input_column,
@@ -471,15 +468,18 @@ def _score(args, fl, info, options, reduction, weight, out):
         weight is not None and n > 1 and weight.ndim == len(src.shape)
         and weight.shape[0] == n
     )
-    plan = None
+    from fastloss import _chunked
+
+    counts = None
     if reduction in ("mean", "batchmean"):
-        plan = _mean_plan(info, src, tgt, weight, options, reduction, rows)
-    call_red = "none" if reduction == "none" else "sum"
-    call_opts = dict(options)
-    if plan is not None:
-        call_opts.update(plan["options"])
+        counts = _mean_counts(info, src, tgt, options, rows)
+    try:
+        plan = _chunked.mean_plan(info.name, counts, reduction,
+                                  weight=None if chunk_weight else weight, **options)
+    except (ValueError, TypeError) as e:
+        raise UsageError(str(e)) from None
     bar = _progress(args, n, src.row_bytes)
-    total = 0.0
+    total = np.zeros(1)
     dtype = None
     t0 = time.perf_counter()
     pool = ThreadPoolExecutor(1)
@@ -492,13 +492,10 @@ def _score(args, fl, info, options, reduction, weight, out):
                 else None
             x, t = cur
             call = [x] if t is None else [x, t]
-            w = weight[lo:hi] if chunk_weight else weight
-            kw = dict(call_opts, reduction=call_red, grad=False)
-            if w is not None:
-                kw["weight"] = w
+            if chunk_weight:
+                call.append(weight[lo:hi])
             try:
-                with float64_totals():
-                    res = info.fn(*call, **kw)
+                res = _chunked.chunk_loss(plan, *call, grad=False)
             except IndexError as e:
                 raise _class_row_error(e, t, lo, options) from None
             except (ValueError, TypeError) as e:
@@ -511,7 +508,7 @@ def _score(args, fl, info, options, reduction, weight, out):
                     out.open((n,) + per.shape[1:], per.dtype)
                 out.write(lo, per)
             else:
-                total += float(res.loss)
+                total = total + res.loss
             if bar is not None:
                 bar.update(hi - lo)
                 dt = time.perf_counter() - t0
@@ -529,10 +526,7 @@ def _score(args, fl, info, options, reduction, weight, out):
             bar.close()
     if out is not None:
         return None
-    if plan is not None:
-        d = plan["denominator"]
-        total = total / d if d else math.nan
-    return to_dtype(total, dtype if dtype is not None else np.dtype(np.float64))
+    return _chunked.finish(plan, total, dtype if dtype is not None else np.dtype(np.float64))
 
 
 def _read(src, tgt, lo, hi):
@@ -545,9 +539,9 @@ def _touch_all(src, tgt, lo, hi):
         tgt.touch(lo, hi)
 
 
-def _mean_plan(info, src, tgt, weight, options, reduction, rows):
-    """The denominator of ``mean`` / ``batchmean`` over the whole data set (from the
-    targets, weights and shapes only) and the options of the per-chunk ``sum`` calls."""
+def _mean_counts(info, src, tgt, options, rows):
+    """First pass, over the targets only: what the mean's denominator needs (the class
+    weights of the non-ignored targets, rows, elements; ``fastloss/_chunked.py``)."""
     from fastloss import _chunked
 
     n = src.n_rows
@@ -555,15 +549,17 @@ def _mean_plan(info, src, tgt, weight, options, reduction, rows):
     for lo in range(0, max(n, 1), rows):
         hi = min(n, lo + rows)
         t = None if tgt is None else tgt.chunk(lo, hi)
-        x = src.chunk(lo, hi)
         try:
-            counts.append(_chunked.mean_counts(info.name, x.shape, t, weight=weight, **options))
+            counts.append(_chunked.mean_counts(info.name, (hi - lo,) + tuple(src.shape[1:]), t,
+                                               **options))
         except IndexError as e:
+            row = getattr(e, "row", None)
+            if row is not None:
+                raise DataError(f"{e} at row {lo + row}") from None
             raise _class_row_error(e, t, lo, options) from None
         except (ValueError, TypeError) as e:
             raise DataError(f"rows {lo}..{hi - 1}: {e}") from None
-    d, opts = _chunked.mean_plan(info.name, _chunked.merge(counts), reduction, **options)
-    return {"denominator": d, "options": opts}
+    return _chunked.merge(counts)
 
 
 # ----------------------------------------------------------------------------- warmup

@@ -298,3 +298,41 @@ def test_multi_gb_input_stays_within_the_memory_bound(tmp_path, reduction):
     print(f"{reduction}: peak RssAnon {peak / 1024:.0f} MiB (bound {bound_kb / 1024:.0f} MiB), "
           f"{n * c * 4 / wall / 1e6:.0f} MB/s in {wall:.1f} s")
     assert peak <= bound_kb
+
+
+@pytest.mark.parametrize(
+    "loss,inp,tgt,extra,opts",
+    [
+        ("cross_entropy", "x.npy", "y.npy", ["--weight", "w.npy"], {"label_smoothing": 0.1}),
+        ("cross_entropy", "x.npy", "y.npy", ["--weight", "w.npy"], {"z_loss": 1e-3}),
+        ("nll_loss", "x.npy", "y.npy", [], {}),
+        ("softmax_focal_loss", "x.npy", "y.npy", ["--weight", "w.npy"], {"gamma": 1.5}),
+        ("huber_loss", "r.npy", "rt.npy", [], {"delta": 0.5}),
+        ("kl_div_with_logits", "r.npy", "rt.npy", [], {"temperature": 2.0}),
+        ("softmax_entropy", "x.npy", None, [], {}),
+    ],
+)
+def test_mean_over_chunks_equals_the_in_memory_mean(files, capsys, loss, inp, tgt, extra, opts):
+    d, _, _ = files
+    x = np.load(d / inp)
+    args = [d / inp] + ([d / tgt] if tgt else [])
+    sets = [a for k, v in opts.items() for a in ("--set", f"{k}={v}")]
+    extra = [d / e if e.endswith(".npy") else e for e in extra]
+    reductions = fl.LOSSES[loss].reductions
+    for red in [r for r in ("mean", "batchmean", "sum") if r in reductions]:
+        status = cli.main(["score", loss, *map(str, args), "--reduction", red,
+                           "--chunk-rows", "333", *map(str, extra), *sets])
+        out, err = capsys.readouterr()
+        assert status == 0, err
+        kw = dict(opts, reduction=red)
+        if "--weight" in extra:
+            kw["weight"] = np.load(d / "w.npy")
+        if tgt:
+            ref = fl.LOSSES[loss].fn(x, np.load(d / tgt), **kw).loss
+        else:
+            ref = fl.LOSSES[loss].fn(x, **kw).loss
+        got = np.dtype(x.dtype).type(out.strip())
+        if x.dtype == np.float32:
+            assert got == ref, (red, got, ref)  # one float32 rounding, as in memory
+        else:
+            assert float(got) == pytest.approx(float(ref), rel=1e-13), red
