@@ -328,21 +328,32 @@ class _Output:
 
 
 class _NpyWriter:
+    """A ``.npy`` file written front to back: the header for the final shape, then each
+    chunk's bytes in row order (plain writes into the page cache: no page faults of a
+    file mapping, no ``msync``)."""
+
     def __init__(self, path, shape, dtype):
         import numpy as np
 
-        self.arr = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape)
+        self.np = np
+        self.f = open(path, "wb")  # noqa: SIM115 - closed by close()
+        np.lib.format.write_array_header_1_0(self.f, {
+            "descr": np.lib.format.dtype_to_descr(np.dtype(dtype)),
+            "fortran_order": False,
+            "shape": tuple(shape),
+        })
+        self.next = 0
 
     def write(self, lo, values):
-        self.arr[lo : lo + values.shape[0]] = values
+        if lo != self.next:  # pragma: no cover - chunks come in order
+            raise RuntimeError("chunks must be written in row order")
+        self.f.write(self.np.ascontiguousarray(values).data)
+        self.next = lo + values.shape[0]
 
     def close(self):
-        if self.arr is not None:
-            self.arr.flush()
-            mm = getattr(self.arr, "_mmap", None)
-            self.arr = None
-            if mm is not None:
-                mm.close()
+        if self.f is not None:
+            self.f.close()
+            self.f = None
 
 
 # ------------------------------------------------------------------------------ score
