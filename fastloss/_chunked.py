@@ -442,8 +442,7 @@ def _ce_replay_chunk(plan, input, target, grad, out):
     """``softmax._ce_replay`` (PyTorch's order of operations, float64 NumPy) on one chunk,
     with the whole data set's denominators; partial sums (cross-entropy, smoothing,
     z-loss) instead of a reduced loss."""
-    from ._core import prepare_out
-    from .softmax import _float_option, _index_option, _index_target_of, _weight
+    from .softmax import _float_option, _index_option, _index_target_of, _replay_terms, _weight
 
     o = plan.options
     x = as_input(input)
@@ -466,37 +465,10 @@ def _ce_replay_chunk(plan, input, target, grad, out):
     D = np.float64(plan.denominator) if plan.reduction == "mean" else np.float64(1.0)
     nz = plan.zden if plan.reduction == "mean" else 1.0
     with np.errstate(all="ignore"):
-        x2 = np.moveaxis(x, ax, -1).reshape(-1, C).astype(np.float64)
-        z = cap * np.tanh(x2 / cap) if cap > 0.0 else x2
-        rows_v = np.flatnonzero(valid)
-        m = np.max(z, axis=1, keepdims=True) if (C and z.shape[0]) else z[:, :1]
-        lse = m + np.log(np.sum(np.exp(z - m), axis=1, keepdims=True))
-        logsm = z - lse
-        p = np.exp(logsm)
-        go = 1.0 - eps
-        per = np.zeros(x2.shape[0])
-        per[rows_v] = -(w[yv] * logsm[rows_v, yv])
-        gls = np.zeros_like(z)
-        gls[rows_v, yv] = w[yv] * -(go / D)
-        smooth_total = 0.0
-        if eps > 0.0:
-            smooth = np.zeros(x2.shape[0])
-            smooth[rows_v] = -np.sum(logsm[rows_v] * w, axis=1)
-            smooth_total = np.sum(smooth)
-            gls += np.where(valid, -((eps / C) / D), -0.0)[:, None] * w
-        lz = lse[rows_v, 0]
+        per, smooth, lz, g = _replay_terms(x, ax, y, valid, w, eps, zl, cap, D, nz, grad, out)
+        smooth_total = np.sum(smooth) if eps > 0.0 else 0.0
         z_total = np.sum(lz * lz) if zl > 0.0 else 0.0
         partial = np.array([np.sum(per), smooth_total, z_total], np.float64)
-        if grad:
-            gx = gls - p * np.sum(gls, axis=1, keepdims=True)
-            if zl > 0.0:
-                gx[rows_v] += (2.0 * zl / nz) * lse[rows_v] * p[rows_v]
-            if cap > 0.0:
-                gx *= 1.0 - np.tanh(x2 / cap) ** 2
-    g = prepare_out(out, x, grad)
-    if grad:
-        gm = gx.reshape(np.moveaxis(x, ax, -1).shape)
-        np.copyto(g, np.moveaxis(gm, -1, ax), casting="unsafe")
     return LossResult(partial, g if grad else None)
 
 

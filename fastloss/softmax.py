@@ -367,6 +367,47 @@ def _ce_no_classes(x, ax, t, prob, ii, eps, zl, reduction, grad, out):
     return finish(loss, prepare_out(out, x, grad), grad, out)
 
 
+def _replay_terms(x, ax, yf, valid, w, eps, zl, cap, D, nz, grad, out):
+    """PyTorch's order of operations for class-index cross-entropy, in float64 NumPy,
+    with the mean's denominators ``D`` (cross-entropy and smoothing) and ``nz`` (z-loss)
+    given (1 for other reductions).  Returns ``(per, smooth, lz, g)``: the weighted NLL
+    of each row (0 for ignored rows), the weighted smoothing sums (None without label
+    smoothing), the valid rows' logsumexp, and the gradient written to ``out`` (a new
+    array when ``out`` is None; the size-0 placeholder without ``grad``).  Shared with
+    the chunked replay (``fastloss._chunked``).  Call under ``np.errstate(all="ignore")``."""
+    C = x.shape[ax]
+    yv = yf[valid]
+    x2 = np.moveaxis(x, ax, -1).reshape(-1, C).astype(np.float64)
+    z = cap * np.tanh(x2 / cap) if cap > 0.0 else x2
+    rows_v = np.flatnonzero(valid)
+    m = np.max(z, axis=1, keepdims=True) if (C and z.shape[0]) else z[:, :1]
+    lse = m + np.log(np.sum(np.exp(z - m), axis=1, keepdims=True))
+    logsm = z - lse
+    p = np.exp(logsm)
+    go = 1.0 - eps
+    per = np.zeros(x2.shape[0])
+    per[rows_v] = -(w[yv] * logsm[rows_v, yv])
+    gls = np.zeros_like(z)
+    gls[rows_v, yv] = w[yv] * -(go / D)
+    smooth = None
+    if eps > 0.0:
+        smooth = np.zeros(x2.shape[0])
+        smooth[rows_v] = -np.sum(logsm[rows_v] * w, axis=1)
+        # ignored rows too: PyTorch masks their smoothing term after the weighting,
+        # so its backward multiplies the weights by 0 (NaN for a non-finite weight)
+        gls += np.where(valid, -((eps / C) / D), -0.0)[:, None] * w
+    g = prepare_out(out, x, grad)
+    if grad:
+        gx = gls - p * np.sum(gls, axis=1, keepdims=True)
+        if zl > 0.0:
+            gx[rows_v] += (2.0 * zl / nz) * lse[rows_v] * p[rows_v]
+        if cap > 0.0:
+            gx *= 1.0 - np.tanh(x2 / cap) ** 2
+        gm = gx.reshape(np.moveaxis(x, ax, -1).shape)
+        np.copyto(g, np.moveaxis(gm, -1, ax), casting="unsafe")
+    return per, smooth, lse[rows_v, 0], g
+
+
 def _ce_replay(x, ax, y, w, ii, eps, zl, cap, reduction, grad, out):
     """Class weights whose arithmetic is not finite: a non-finite weight, or under
     ``"mean"`` a total weight of the counted targets that is exactly 0 (weights that
@@ -388,44 +429,19 @@ def _ce_replay(x, ax, y, w, ii, eps, zl, cap, reduction, grad, out):
         if np.isfinite(w).all() and not (mean and yv.size and not np.isfinite(1.0 / tw)):
             return None
         D = tw if mean else 1.0  # PyTorch divides by the total weight under "mean" only
-        x2 = np.moveaxis(x, ax, -1).reshape(-1, C).astype(np.float64)
-        z = cap * np.tanh(x2 / cap) if cap > 0.0 else x2
-        rows_v = np.flatnonzero(valid)
-        m = np.max(z, axis=1, keepdims=True) if C else z[:, :1]
-        lse = m + np.log(np.sum(np.exp(z - m), axis=1, keepdims=True))
-        logsm = z - lse
-        p = np.exp(logsm)
+        nz = max(valid.sum(), 1) if mean else 1
+        per, smooth, lz, g = _replay_terms(x, ax, yf, valid, w, eps, zl, cap, D, nz, grad,
+                                           out)
         go = 1.0 - eps
-        per = np.zeros(x2.shape[0])
-        per[rows_v] = -(w[yv] * logsm[rows_v, yv])
-        gls = np.zeros_like(z)
-        gls[rows_v, yv] = w[yv] * -(go / D)
-        if eps > 0.0:
-            smooth = np.zeros(x2.shape[0])
-            smooth[rows_v] = -np.sum(logsm[rows_v] * w, axis=1)
-            # ignored rows too: PyTorch masks their smoothing term after the weighting,
-            # so its backward multiplies the weights by 0 (NaN for a non-finite weight)
-            gls += np.where(valid, -((eps / C) / D), -0.0)[:, None] * w
-        nz = max(rows_v.size, 1) if mean else 1
         if reduction == "none":
             loss = go * per + smooth * (eps / C) if eps > 0.0 else per
             if zl > 0.0:
-                loss[rows_v] += zl * lse[rows_v, 0] ** 2
+                loss[valid] += zl * lz**2
         else:
             nll = np.sum(per) / D
             loss = go * nll + np.sum(smooth) / D * (eps / C) if eps > 0.0 else nll
             if zl > 0.0:
-                lz = lse[rows_v, 0]
                 loss = loss + zl * np.sum(lz * lz) / nz
-        gx = gls - p * np.sum(gls, axis=1, keepdims=True)
-        if zl > 0.0:
-            gx[rows_v] += (2.0 * zl / nz) * lse[rows_v] * p[rows_v]
-        if cap > 0.0:
-            gx *= 1.0 - np.tanh(x2 / cap) ** 2
-    g = prepare_out(out, x, grad)
-    if grad:
-        gm = gx.reshape(np.moveaxis(x, ax, -1).shape)
-        np.copyto(g, np.moveaxis(gm, -1, ax), casting="unsafe")
     loss = _finish(loss, "none", 1, x, ax) if reduction == "none" else to_dtype(loss, x.dtype)
     return finish(loss, g, grad, out)
 
