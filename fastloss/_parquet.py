@@ -186,6 +186,7 @@ class ParquetWriter:
         pa, pq = _pa()
         self.pa = pa
         vt = pa.from_numpy_dtype(np.dtype(dtype))
+        shape = tuple(shape) or (1,)  # one 1-D sample's loss: one row
         self.width = shape[1] if len(shape) == 2 else None
         if len(shape) > 2:
             raise UsageError("per-sample losses of more than 2 dimensions cannot be written "
@@ -198,7 +199,7 @@ class ParquetWriter:
 
     def write(self, lo, values):
         pa = self.pa
-        v = np.ascontiguousarray(values)
+        v = np.ascontiguousarray(values).reshape((-1,) + np.shape(values)[1:])
         if self.width is not None:
             arr = pa.FixedSizeListArray.from_arrays(pa.array(v.reshape(-1)), self.width)
         else:

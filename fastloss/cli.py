@@ -221,18 +221,17 @@ def open_npy(path: str, role: str):
 
 
 class _Source:
-    """Row chunks of one array-like input (a memory-mapped .npy array)."""
+    """Row chunks of one array-like input (a memory-mapped .npy array).  A 0-d array (the
+    target of a single 1-D sample) is one row, returned whole."""
 
     def __init__(self, path, role):
         self.path = path
         self.role = role
         self.array = open_npy(path, role)
-        if self.array.ndim == 0:
-            raise DataError(f"{role} {path}: a 0-d array has no rows to chunk")
 
     @property
     def n_rows(self) -> int:
-        return self.array.shape[0]
+        return self.array.shape[0] if self.array.ndim else 1
 
     @property
     def shape(self) -> tuple:
@@ -244,16 +243,17 @@ class _Source:
         return max(1, a.itemsize * (a.size // a.shape[0] if a.shape[0] else 1))
 
     def chunk(self, lo, hi):
-        return self.array[lo:hi]
+        return self.array[lo:hi] if self.array.ndim else self.array
 
     def touch(self, lo, hi):
         """Read one byte per page of rows lo .. hi (a background read-ahead: the page
         faults, and any disk reads, happen here while the kernel runs on other rows)."""
         import numpy as np
 
-        c = self.array[lo:hi]
-        if c.size == 0 or c.dtype.kind not in "fiub":
-            return 0.0
+        c = self.array[lo:hi] if self.array.ndim else self.array[()]
+        if np.ndim(c) == 0 or c.size == 0 or c.dtype.kind not in "fiub" or \
+                not c.flags.c_contiguous:
+            return 0.0  # (a Fortran-order file: each chunk is gathered by the loss anyway)
         step = max(1, 4096 // c.itemsize)
         return float(np.add.reduce(c.reshape(-1)[::step], dtype=np.float64))
 
@@ -347,8 +347,9 @@ class _NpyWriter:
     def write(self, lo, values):
         if lo != self.next:  # pragma: no cover - chunks come in order
             raise RuntimeError("chunks must be written in row order")
-        self.f.write(self.np.ascontiguousarray(values).data)
-        self.next = lo + values.shape[0]
+        self.f.write(self.np.ascontiguousarray(values).tobytes() if values.ndim == 0
+                     else self.np.ascontiguousarray(values).data)
+        self.next = lo + (values.shape[0] if values.ndim else 1)
 
     def close(self):
         if self.f is not None:
@@ -449,11 +450,13 @@ def _check_options(info, options, reduction):
     read: a bad option is a usage error, not a data error."""
     import numpy as np
 
+    # (the class axis depends on the files' shapes: it is checked on the first chunk)
+    opts = {k: v for k, v in options.items() if k != "axis"}
     for dt in ("float64",):
         args_, kw = info.example(np.dtype(dt))
-        kw = {k: v for k, v in kw.items() if k not in options}
+        kw = {k: v for k, v in kw.items() if k not in opts}
         try:
-            info.fn(*args_, **kw, **options, reduction=reduction, grad=False)
+            info.fn(*args_, **kw, **opts, reduction=reduction, grad=False)
         except (ValueError, TypeError) as e:
             raise UsageError(str(e)) from None
         except IndexError:
@@ -467,13 +470,26 @@ def _score(args, fl, info, options, reduction, weight, out):
         args.input)
     src = _open_source(args.input, "input", args.input_column,
                        exclude=(args.target_column or "target") if same else None)
+    if len(src.shape) == 0:
+        raise DataError(f"input {args.input}: a 0-d array has no rows to chunk")
+    params = inspect.signature(info.fn).parameters
+    row_wise = "axis" in params or info.name == "multi_margin_loss"  # classes along an axis
+    one_sample = row_wise and len(src.shape) == 1  # a 1-D input is one sample
     tgt = None
     if args.target is not None:
         tgt = _open_source(args.target, "target", args.target_column)
-        if tgt.n_rows != src.n_rows:
-            raise DataError(f"input has {src.n_rows} rows but target has {tgt.n_rows}")
+        if not one_sample and (len(tgt.shape) == 0 or tgt.n_rows != src.n_rows):
+            raise DataError(f"input has {src.n_rows} rows but target has "
+                            f"{tgt.n_rows if len(tgt.shape) else 'none (0-d)'}")
     n = src.n_rows
     rows = args.chunk_rows or max(1, CHUNK_BYTES // src.row_bytes)
+    if one_sample:
+        rows = max(n, 1)  # a single chunk: the sample's classes are not split
+    elif row_wise and "axis" in params:
+        ax = options.get("axis", params["axis"].default)
+        if isinstance(ax, int) and not isinstance(ax, bool) and ax % len(src.shape) == 0:
+            raise UsageError("the class axis cannot be axis 0, the batch axis the files are "
+                             "chunked along; store the classes along another axis")
     # a full-shape weight (e.g. binary_cross_entropy's) is chunked with the rows
     chunk_weight = (
         weight is not None and n > 1 and weight.ndim == len(src.shape)
@@ -515,8 +531,8 @@ def _score(args, fl, info, options, reduction, weight, out):
                 dtype = np.asarray(x).dtype
             if out is not None:
                 per = np.asarray(res.loss)
-                if out.writer is None:
-                    out.open((n,) + per.shape[1:], per.dtype)
+                if out.writer is None:  # PyTorch's "none" shape (0-d for one 1-D sample)
+                    out.open(per.shape if one_sample else (n,) + per.shape[1:], per.dtype)
                 out.write(lo, per)
             else:
                 total = total + res.loss

@@ -336,3 +336,42 @@ def test_mean_over_chunks_equals_the_in_memory_mean(files, capsys, loss, inp, tg
             assert got == ref, (red, got, ref)  # one float32 rounding, as in memory
         else:
             assert float(got) == pytest.approx(float(ref), rel=1e-13), red
+
+
+def test_layouts_one_sample_fortran_and_class_axis(tmp_path, capsys):
+    rng = np.random.default_rng(5)
+    x1 = rng.standard_normal(50).astype(np.float32)  # one sample of 50 classes
+    np.save(tmp_path / "x1.npy", x1)
+    np.save(tmp_path / "t0.npy", np.array(7))
+    xf = np.asfortranarray(rng.standard_normal((1000, 6)))
+    np.save(tmp_path / "xf.npy", xf)
+    yf = rng.integers(0, 6, 1000)
+    np.save(tmp_path / "yf.npy", yf)
+    x3 = rng.standard_normal((40, 5, 3))  # PyTorch's (N, C, d) layout
+    y3 = rng.integers(0, 5, (40, 3))
+    np.save(tmp_path / "x3.npy", x3)
+    np.save(tmp_path / "y3.npy", y3)
+
+    def score(*args):
+        status = cli.main([str(a) for a in args])
+        out, err = capsys.readouterr()
+        return status, out.strip(), err
+
+    s, out, _ = score("score", "cross_entropy", tmp_path / "x1.npy", tmp_path / "t0.npy",
+                      "--reduction", "sum", "--chunk-rows", 7)
+    assert s == 0 and np.float32(out) == fl.cross_entropy(x1, np.array(7), reduction="sum").loss
+    s, _, _ = score("score", "cross_entropy", tmp_path / "x1.npy", tmp_path / "t0.npy", "-o",
+                    tmp_path / "one.npy")
+    assert s == 0 and np.load(tmp_path / "one.npy").shape == ()
+    s, out, _ = score("score", "cross_entropy", tmp_path / "xf.npy", tmp_path / "yf.npy",
+                      "--reduction", "mean", "--chunk-rows", 33)
+    assert s == 0
+    assert float(out) == pytest.approx(float(fl.cross_entropy(xf, yf).loss), rel=1e-14)
+    s, _, _ = score("score", "cross_entropy", tmp_path / "x3.npy", tmp_path / "y3.npy", "-o",
+                    tmp_path / "o3.npy", "--set", "axis=1", "--chunk-rows", 7)
+    assert s == 0
+    np.testing.assert_array_equal(np.load(tmp_path / "o3.npy"),
+                                  fl.cross_entropy(x3, y3, axis=1, reduction="none").loss)
+    s, _, err = score("score", "cross_entropy", tmp_path / "xf.npy", tmp_path / "yf.npy",
+                      "--reduction", "mean", "--set", "axis=0")
+    assert s == 2 and "axis 0" in err
