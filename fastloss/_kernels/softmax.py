@@ -58,11 +58,43 @@ def _ahead(x, i):
     return x[i, :0]
 
 
+@inline
+def _same(a, b):
+    """``a`` and ``b`` are the same row (``out=input``).  A loop reading one array and
+    writing the other is vectorised by LLVM behind a runtime overlap check, which sends
+    the *same* row to the scalar loop: such loops get a one-array twin for that case."""
+    return a.ctypes.data == b.ctypes.data
+
+
+@rowfn
+def _exp_shifted_same(buf, m, nx):
+    """buf[j] = exp(buf[j] - m): :func:`_exp_shifted` when the row is its own output."""
+    C = buf.shape[0]
+    done = 0
+    if nx.shape[0] >= C:
+        step = 64 // buf.itemsize
+        nch = C // _CHUNK
+        for c in range(nch):
+            o = c * _CHUNK
+            for k in range(0, _CHUNK, step):
+                prefetch(nx, o + k)
+            bs = buf[o : o + _CHUNK]
+            for j in range(_CHUNK):
+                bs[j] = vexp_neg(bs[j] - m)
+        done = nch * _CHUNK
+    bs = buf[done:]
+    for j in range(bs.shape[0]):
+        bs[j] = vexp_neg(bs[j] - m)
+
+
 @rowfn
 def _exp_shifted(xi, m, buf, nx):
     """buf[j] = exp(x_j - m), m the row max (so the argument is <= 0 or NaN).  When ``nx``
     (the next row, see :func:`_ahead`) is not empty, its cache lines are prefetched
     along the way, so its first pass reads from cache while this pass computes."""
+    if _same(xi, buf):
+        _exp_shifted_same(buf, m, nx)
+        return
     C = xi.shape[0]
     done = 0
     if nx.shape[0] >= C:
@@ -134,6 +166,10 @@ def _scale_sub(gi, a, b):
 def _scale_sub_w(gi, e, a, b, w):
     """gi = e*a - b*w (e may be gi itself)."""
     ad = gi.dtype.type(a)
+    if _same(gi, e):
+        for j in range(gi.shape[0]):
+            gi[j] = gi[j] * ad - gi.dtype.type(b * w[j])
+        return
     for j in range(gi.shape[0]):
         gi[j] = e[j] * ad - gi.dtype.type(b * w[j])
 
@@ -144,6 +180,12 @@ def _capped_grad(gi, e, xi, cap, a, b, w, has_w):
     ad = gi.dtype.type(a)
     ic = xi.dtype.type(1.0 / cap)
     one = gi.dtype.type(1.0)
+    if _same(gi, xi):
+        for j in range(gi.shape[0]):
+            th = vtanh(gi[j] * ic)
+            bw = gi.dtype.type(b * w[j]) if has_w else gi.dtype.type(b)
+            gi[j] = (e[j] * ad - bw) * (one - th * th)
+        return
     for j in range(gi.shape[0]):
         th = vtanh(xi[j] * ic)
         bw = gi.dtype.type(b * w[j]) if has_w else gi.dtype.type(b)
@@ -646,6 +688,10 @@ def focal(x, y, w, ignore_index, gamma, mean, g, rl):
 def _exp_scaled(xi, it, M, buf):
     """buf[j] = exp((x_j - M) / T), M the row max (shift first: exact 0 at the max)."""
     ic = xi.dtype.type(it)
+    if _same(xi, buf):
+        for j in range(buf.shape[0]):
+            buf[j] = vexp_neg((buf[j] - M) * ic)
+        return
     for j in range(xi.shape[0]):
         buf[j] = vexp_neg((xi[j] - M) * ic)
 
@@ -748,6 +794,11 @@ def _entropy_terms(xi, m, e, d):
 
 @rowfn
 def _entropy_grad(gi, xi, m, e, iS, mu, r):
+    if _same(gi, xi):
+        for j in range(gi.shape[0]):
+            gj = -(e[j] * iS) * ((gi[j] - m) - mu) * r
+            gi[j] = select(e[j] == 0, 0.0, gj)
+        return
     for j in range(gi.shape[0]):
         gj = -(e[j] * iS) * ((xi[j] - m) - mu) * r
         gi[j] = select(e[j] == 0, 0.0, gj)
