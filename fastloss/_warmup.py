@@ -11,6 +11,10 @@ from ._core import LOSSES
 
 __all__ = ["warmup"]
 
+#: A row wider than the few-class cross-entropy kernel's limit (``SMALL_C``), so that warm-up
+#: also compiles the kernel of wide rows.
+_WIDE = 40
+
 
 def _objective_calls(name, dt):
     """Tiny valid calls of objective ``name`` covering the layouts the adapters use:
@@ -76,6 +80,10 @@ def warmup(losses=None, dtypes=("float32", "float64"), parallel: bool = True) ->
                 args, kwargs = info.example(np.dtype(dt))
                 calls = [lambda: info.fn(*args, **kwargs),  # noqa: B023 (called at once)
                          lambda: info.fn(*args, grad=False, **kwargs)]  # noqa: B023
+                if name == "cross_entropy":  # more classes than the few-class kernel takes
+                    wide = (np.zeros((3, _WIDE), np.dtype(dt)), np.array([0, _WIDE - 1, 1]))
+                    calls += [lambda: info.fn(*wide),  # noqa: B023
+                              lambda: info.fn(*wide, grad=False)]  # noqa: B023
             else:
                 calls = _objective_calls(name.split(":", 1)[1], np.dtype(dt))
             for call in calls:
