@@ -53,7 +53,14 @@ from ._config import pick
 from ._core import readonly, unalias
 from ._kernels import boost as _k
 
-__all__ = ["GradHess", "OBJECTIVES", "grad_hess", "init_score", "objective_loss"]
+__all__ = [
+    "GradHess",
+    "OBJECTIVES",
+    "grad_hess",
+    "init_score",
+    "objective_loss",
+    "validate_options",
+]
 
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 
@@ -161,6 +168,23 @@ def _validate(name: str, options: dict, extra=()) -> dict:
     if o.get("alpha") is not None:
         o["alpha"] = a = _real(o["alpha"], "alpha")
         _check(0.0 <= a <= 1.0, f"alpha must be None or in [0, 1], got {a}")
+    return o
+
+
+def validate_options(name: str, **options: Any) -> dict:
+    """Check an objective's name and options as :func:`grad_hess` does, without data, and
+    return them with the defaults filled in: for the booster adapters, which check when an
+    objective or metric is made rather than at the first training round.
+
+    Raises:
+        ValueError: an unknown objective, an option value out of range.
+        TypeError: an unknown option, a non-numeric option value or class weight.
+    """
+    o = {k: v for k, v in _options(name, options).items() if k != "_p"}
+    cw = o.get("class_weight")
+    if cw is not None:
+        cw = np.asarray(cw)
+        _as_real(cw, "class_weight", cw.shape, np.dtype(np.float64))
     return o
 
 

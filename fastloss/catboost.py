@@ -71,6 +71,7 @@ import math
 import numpy as np
 
 import fastloss as fl
+from fastloss.boost import validate_options
 
 __all__ = ["metric", "objective"]
 
@@ -219,8 +220,9 @@ class SoftmaxObjective:
 def objective(name, *, n_threads=1, hessian="full", **options):
     """A CatBoost ``loss_function`` object computing fastloss objective ``name``.
 
-    ``options`` go to ``fl.grad_hess`` (validated there, now).  ``n_threads`` is the kernel's
-    thread count inside ``calc_ders_range`` (CatBoost runs its own threads around it).
+    ``options`` go to ``fl.grad_hess`` (checked now, by ``validate_options``).
+    ``n_threads`` is the kernel's thread count inside ``calc_ders_range`` (CatBoost runs
+    its own threads around it).
     ``hessian`` applies to ``"softmax"`` only: ``"full"`` (CatBoost's built-in MultiClass) or
     ``"diagonal"`` (fastloss's diagonal, with ``hess_scale`` / ``min_hess``).
     """
@@ -235,13 +237,11 @@ def objective(name, *, n_threads=1, hessian="full", **options):
                     f"{', '.join(bad)}: options of the diagonal Hessian; "
                     "pass hessian='diagonal' to use them"
                 )
-        cw = options.get("class_weight")
-        k = 2 if cw is None else max(len(np.atleast_1d(cw)), 1)
-        fl.grad_hess("softmax", np.zeros((1, k)), np.zeros(1), n_threads=1, **options)
+        validate_options("softmax", **options)
         return SoftmaxObjective(options, hessian)
     if hessian != "full":
         raise ValueError("hessian= applies to 'softmax' only")
-    fl.grad_hess(name, np.zeros(1), np.zeros(1), n_threads=1, **options)  # validate now
+    validate_options(name, **options)
     return ElementwiseObjective(name, n_threads, options)
 
 
@@ -312,10 +312,5 @@ def metric(name, **options):
     It is reported under the name ``fastloss_<name>``; lower is better.
     """
     _require_catboost()
-    if name == "softmax":
-        cw = options.get("class_weight")
-        k = 2 if cw is None else max(len(np.atleast_1d(cw)), 1)
-        fl.objective_loss("softmax", np.zeros((1, k)), np.zeros(1), **options)
-    else:
-        fl.objective_loss(name, np.zeros(1), np.zeros(1), **options)  # validate now
+    validate_options(name, **options)
     return _metric_from_state(name, options)

@@ -74,6 +74,7 @@ import threading
 import numpy as np
 
 import fastloss as fl
+from fastloss.boost import validate_options
 
 __all__ = ["Metric", "Objective", "init_score", "metric", "objective"]
 
@@ -110,18 +111,6 @@ _OBJECTIVE_DEFAULTS = {
 _LOSS_DEFAULTS = {"huber": {"delta": 0.9}}
 
 
-def _check(name, options):
-    """Validate ``name`` and the option names against ``fl.OBJECTIVES``, early."""
-    if name not in fl.OBJECTIVES:
-        raise ValueError(f"unknown objective {name!r}; expected one of {sorted(fl.OBJECTIVES)}")
-    unknown = sorted(set(options) - set(fl.OBJECTIVES[name].options))
-    if unknown:
-        raise TypeError(
-            f"unknown option(s) {unknown} for objective {name!r}; "
-            f"its options are {sorted(fl.OBJECTIVES[name].options)}"
-        )
-
-
 def _split_call(arg0, arg1, weight, what):
     """(labels, margins, weight) from either call form of a LightGBM custom callable."""
     if weight is _NATIVE:  # lgb.train: f(preds, train_data)
@@ -144,7 +133,7 @@ class Objective:
     """
 
     def __init__(self, name, n_threads=1, **options):
-        _check(name, options)
+        validate_options(name, **options)
         self.name = name
         self.n_threads = n_threads
         self.options = {**_OBJECTIVE_DEFAULTS.get(name, {}), **options}
@@ -204,7 +193,7 @@ class Metric:
     """
 
     def __init__(self, name, **options):
-        _check(name, options)
+        validate_options(name, **options)
         self.name = name
         self.options = {**_LOSS_DEFAULTS.get(name, {}), **options}
         self.metric_name = f"fastloss_{name}"
@@ -257,7 +246,7 @@ def init_score(name, labels, sample_weight=None, num_class=None, **options):
     e.g. ``booster.predict(X, raw_score=True) + init_score(name, y, w)[0]``.
     """
     _require_lightgbm()
-    _check(name, options)
+    validate_options(name, **options)
     options = {**_LOSS_DEFAULTS.get(name, {}), **options}
     labels = np.asarray(labels)
     if labels.ndim != 1:

@@ -87,6 +87,7 @@ from types import MappingProxyType
 import numpy as np
 
 import fastloss as fl
+from fastloss.boost import validate_options
 
 __all__ = ["base_margin", "metric", "objective"]
 
@@ -122,20 +123,6 @@ def _dmatrix_type():
     except ImportError as exc:
         raise ImportError(_INSTALL_HINT) from exc
     return DMatrix
-
-
-def _check_name(name):
-    if name not in fl.OBJECTIVES:
-        raise ValueError(f"unknown objective {name!r}; expected one of {sorted(fl.OBJECTIVES)}")
-
-
-def _check_options(name, options):
-    known = fl.OBJECTIVES[name].options
-    unknown = sorted(set(options) - set(known))
-    if unknown:
-        raise TypeError(
-            f"objective {name!r} got unknown option(s) {unknown}; its options are {sorted(known)}"
-        )
 
 
 def _unpack(dmatrix_type, a, b, sample_weight):
@@ -285,9 +272,8 @@ def objective(name, *, n_threads=1, **options):
         >>> h
         array([[0.375, 0.375, 0.375, 0.375]], dtype=float32)
     """
-    _check_name(name)
     merged = {**XGBOOST_DEFAULTS.get(name, {}), **options}
-    _check_options(name, merged)
+    validate_options(name, **merged)
     return Objective(name, n_threads, merged)
 
 
@@ -318,8 +304,7 @@ def metric(name, **options):
         >>> m.__name__, round(m(np.array([1.0, 0.0]), np.zeros(2, np.float32)), 6)
         ('fastloss-logistic', 0.693147)
     """
-    _check_name(name)
-    _check_options(name, options)
+    validate_options(name, **options)
     return Metric(name, options)
 
 
@@ -349,7 +334,7 @@ def base_margin(name, labels, sample_weight=None, **options):
         >>> flx.base_margin("logistic", np.array([1.0, 0.0, 0.0, 0.0]))
         array([-1.0986123, -1.0986123, -1.0986123, -1.0986123], dtype=float32)
     """
-    _check_name(name)
+    validate_options(name)
     labels = np.asarray(labels)
     if sample_weight is not None:
         sample_weight = np.asarray(sample_weight)
