@@ -160,7 +160,26 @@ def _match_labels(name, preds, labels):
     return labels
 
 
-class Objective:
+class _Callback:
+    """What an objective and a metric share: the objective's name, its options and the
+    translation of both call forms into ``(preds, labels, weights)``."""
+
+    def __init__(self, name, options):
+        self._dmatrix = _dmatrix_type()
+        self.name = name
+        self._options = dict(options)
+
+    @property
+    def options(self):
+        """The options passed to fastloss (XGBoost's defaults merged with yours)."""
+        return MappingProxyType(self._options)
+
+    def _inputs(self, a, b, sample_weight):
+        preds, labels, weight = _unpack(self._dmatrix, a, b, sample_weight)
+        return preds, _match_labels(self.name, preds, labels), weight
+
+
+class Objective(_Callback):
     """A fastloss objective as an XGBoost custom objective; made by :func:`objective`.
 
     ``f(predt, dtrain)`` (``xgb.train(obj=f)``) or ``f(y_true, y_pred, *, sample_weight=None)``
@@ -168,19 +187,11 @@ class Objective:
     """
 
     def __init__(self, name, n_threads, options):
-        self._dmatrix = _dmatrix_type()
-        self.name = name
+        super().__init__(name, options)
         self.n_threads = n_threads
-        self._options = dict(options)
-
-    @property
-    def options(self):
-        """The options passed to ``fastloss.grad_hess`` (defaults merged with yours)."""
-        return MappingProxyType(self._options)
 
     def __call__(self, a, b, /, *, sample_weight=None):
-        preds, labels, weight = _unpack(self._dmatrix, a, b, sample_weight)
-        labels = _match_labels(self.name, preds, labels)
+        preds, labels, weight = self._inputs(a, b, sample_weight)
         return tuple(
             fl.grad_hess(
                 self.name,
@@ -197,7 +208,7 @@ class Objective:
         return f"fastloss.xgboost.objective({self.name!r}, n_threads={self.n_threads!r}{opts})"
 
 
-class Metric:
+class Metric(_Callback):
     """The weighted mean fastloss loss on raw margins as an XGBoost metric; made by
     :func:`metric`.
 
@@ -206,19 +217,11 @@ class Metric:
     """
 
     def __init__(self, name, options):
-        self._dmatrix = _dmatrix_type()
-        self.name = name
-        self._options = dict(options)
+        super().__init__(name, options)
         self.__name__ = f"fastloss-{name}"  # XGBoost's sklearn wrapper names the metric by it
 
-    @property
-    def options(self):
-        """The options passed to ``fastloss.objective_loss``."""
-        return MappingProxyType(self._options)
-
     def __call__(self, a, b, /, *, sample_weight=None):
-        preds, labels, weight = _unpack(self._dmatrix, a, b, sample_weight)
-        labels = _match_labels(self.name, preds, labels)
+        preds, labels, weight = self._inputs(a, b, sample_weight)
         value = float(
             fl.objective_loss(
                 self.name, preds, labels, sample_weight=weight, reduction="mean", **self._options
