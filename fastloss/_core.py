@@ -140,11 +140,14 @@ _INT_MAX = np.iinfo(np.int64).max
 
 
 def target_out_of_bounds(value: int, C: int, ignorable: bool = False) -> IndexError:
-    """SPEC 5's error for a class index outside [0, C) (naming the value and C)."""
+    """SPEC 5's error for a class index outside [0, C) (naming the value and C); the value
+    is also its attribute ``value`` (the command line finds the row from it)."""
     also = " or ignore_index" if ignorable else ""
-    return IndexError(
+    err = IndexError(
         f"Target {value} is out of bounds for {C} classes (valid range [0, {C}){also})"
     )
+    err.value = value
+    return err
 
 
 def as_index_target(t, C: int, ignorable: bool = False, name: str = "target") -> np.ndarray:

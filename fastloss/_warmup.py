@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from functools import partial
 
 import numpy as np
 
@@ -31,15 +32,14 @@ def _objective_calls(name, dt):
         y = np.array([0.0, 1.0, 0.5], dtype=dt) if name != "poisson" else np.ones(3, dt)
     w = np.ones(3, dt)
     calls = [
-        lambda: grad_hess(name, x, y),
-        lambda: grad_hess(name, x, y, sample_weight=w),
-        lambda: objective_loss(name, x, y),
+        partial(grad_hess, name, x, y),
+        partial(grad_hess, name, x, y, sample_weight=w),
+        partial(objective_loss, name, x, y),
     ]
     if name == "softmax" and dt == np.float64:
-        xf = np.asfortranarray(x)
         g = np.empty(x.shape, np.float32, order="F")
         h = np.empty(x.shape, np.float32, order="F")
-        calls.append(lambda: grad_hess(name, xf, y, grad_out=g, hess_out=h))
+        calls.append(partial(grad_hess, name, np.asfortranarray(x), y, grad_out=g, hess_out=h))
     return calls
 
 
@@ -78,12 +78,11 @@ def warmup(losses=None, dtypes=("float32", "float64"), parallel: bool = True) ->
             if name in LOSSES:
                 info = LOSSES[name]
                 args, kwargs = info.example(np.dtype(dt))
-                calls = [lambda: info.fn(*args, **kwargs),  # noqa: B023 (called at once)
-                         lambda: info.fn(*args, grad=False, **kwargs)]  # noqa: B023
+                calls = [partial(info.fn, *args, **kwargs),
+                         partial(info.fn, *args, grad=False, **kwargs)]
                 if name == "cross_entropy":  # more classes than the few-class kernel takes
                     wide = (np.zeros((3, _WIDE), np.dtype(dt)), np.array([0, _WIDE - 1, 1]))
-                    calls += [lambda: info.fn(*wide),  # noqa: B023
-                              lambda: info.fn(*wide, grad=False)]  # noqa: B023
+                    calls += [partial(info.fn, *wide), partial(info.fn, *wide, grad=False)]
             else:
                 calls = _objective_calls(name.split(":", 1)[1], np.dtype(dt))
             for call in calls:

@@ -377,13 +377,12 @@ def _class_row_error(e, t, lo, options):
     """The IndexError of a class index, naming the row where it is."""
     import numpy as np
 
+    text = str(e)
+    value = getattr(e, "value", None)  # set by fastloss._core.target_out_of_bounds
+    if value is None or t is None:
+        return DataError(text)
     ti = np.asarray(t)
     ignore = options.get("ignore_index", -100)
-    text = str(e)
-    try:
-        value = int(text.split()[1])
-    except (IndexError, ValueError):
-        return DataError(text)
     rows = np.flatnonzero((ti.reshape(ti.shape[0], -1) == value).any(axis=1)
                           & (value != ignore))
     where = f" at row {lo + int(rows[0])}" if rows.size else ""
@@ -433,7 +432,7 @@ def cmd_score(args) -> int:
 
     out = _Output(args.output, args.force) if args.output else None
     try:
-        value = _score(args, fl, info, options, reduction, weight, out)
+        value = _score(args, info, options, reduction, weight, out)
         if out is not None:
             out.commit()
     except BaseException:
@@ -452,18 +451,17 @@ def _check_options(info, options, reduction):
 
     # (the class axis depends on the files' shapes: it is checked on the first chunk)
     opts = {k: v for k, v in options.items() if k != "axis"}
-    for dt in ("float64",):
-        args_, kw = info.example(np.dtype(dt))
-        kw = {k: v for k, v in kw.items() if k not in opts}
-        try:
-            info.fn(*args_, **kw, **opts, reduction=reduction, grad=False)
-        except (ValueError, TypeError) as e:
-            raise UsageError(str(e)) from None
-        except IndexError:
-            pass  # an ignore_index / class-count interplay of the example, not the option
+    args_, kw = info.example(np.dtype(np.float64))
+    kw = {k: v for k, v in kw.items() if k not in opts}
+    try:
+        info.fn(*args_, **kw, **opts, reduction=reduction, grad=False)
+    except (ValueError, TypeError) as e:
+        raise UsageError(str(e)) from None
+    except IndexError:
+        pass  # an ignore_index / class-count interplay of the example, not the option
 
 
-def _score(args, fl, info, options, reduction, weight, out):
+def _score(args, info, options, reduction, weight, out):
     import numpy as np
 
     same = args.target is not None and os.path.abspath(args.target) == os.path.abspath(
