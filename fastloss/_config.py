@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
 import threading
 import types as _pytypes
 
@@ -136,9 +137,37 @@ def threading_layer() -> str:
     if _layer is None:
         with _layer_lock:
             if _layer is None:
+                if _forked_omp:  # a parallel region here would be killed by numba
+                    return "omp"
                 _probe(1)
                 _layer = numba.threading_layer()
     return _layer
+
+
+# ------------------------------------------------------------------------ fork safety
+# GNU OpenMP's thread pool does not survive fork(): numba's omp layer raises SIGTERM in
+# a child that starts a parallel region after its parent launched the pool ("Terminating:
+# fork() called from a process already using GNU OpenMP"), and a grandchild would block
+# on threads that no longer exist.  So a process forked (at any depth) from one whose
+# omp pool was running serves every call from the serial build: same bits, no parallel
+# region.  multiprocessing's fork pools, which fork after the parent ran big calls, get
+# their parallelism from their processes.  A spawned process starts clean.
+_forked_omp = False
+
+
+def _omp_launched() -> bool:
+    par = sys.modules.get("numba.np.ufunc.parallel")
+    return bool(par is not None and par._is_initialized and par._threading_layer == "omp")
+
+
+def _after_fork_in_child() -> None:
+    global _forked_omp
+    if _forked_omp or _omp_launched():
+        _forked_omp = True
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 @numba.njit(parallel=True, nogil=True)
@@ -262,7 +291,7 @@ def pick(k: Kernel, work: int, rows: int = -1, threads: int | None = None):
         if not getattr(_local, "force", False):
             return k.serial
     n = _num_threads if threads is None else min(threads, numba.config.NUMBA_NUM_THREADS)
-    if n <= 1:
+    if n <= 1 or _forked_omp:
         return k.serial
     if threading.current_thread() is not _main_thread and threading_layer() == "workqueue":
         return k.serial
