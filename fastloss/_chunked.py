@@ -60,6 +60,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from . import _load_losses
 from ._core import (
     LOSSES,
     LossResult,
@@ -70,6 +71,8 @@ from ._core import (
     to_dtype,
 )
 from ._core import target_out_of_bounds as _oob
+
+_load_losses()  # every loss family registers itself in LOSSES
 
 __all__ = [
     "Plan",

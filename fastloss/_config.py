@@ -53,17 +53,26 @@ _CACHE = os.environ.get("FASTLOSS_CACHE", "1").lower() not in ("0", "false", "no
 # ------------------------------------------------------------------------ cache stamps
 # Numba invalidates a cached kernel only when *its own* source file changes, not when a
 # helper it inlines from another module (``_vmath``) does.  fastloss's locators stamp
-# every cache entry with a hash of the whole package's sources instead.
+# every cache entry with a hash of the sources compiled code comes from: this module (the
+# jit options), ``_vmath`` and ``_kernels``.  The wrapper modules (``softmax.py``, ...)
+# and everything else stay out, so editing them keeps the cache.  A module outside these
+# that defines a helper inlined into kernels elsewhere must be added to the list.
 _PKG_DIR = os.path.dirname(os.path.abspath(__file__))
+_KERNEL_SOURCES = ("_config.py", "_vmath.py", "_kernels")
 
 
 def _package_hash() -> str:
     h = hashlib.sha256()
-    for root, _dirs, files in sorted(os.walk(_PKG_DIR)):
-        for name in sorted(files):
-            if name.endswith(".py"):
-                with open(os.path.join(root, name), "rb") as f:
-                    h.update(name.encode() + b"\0" + f.read())
+    paths = []
+    for entry in _KERNEL_SOURCES:
+        path = os.path.join(_PKG_DIR, entry)
+        if os.path.isdir(path):
+            paths += [os.path.join(path, n) for n in sorted(os.listdir(path)) if n.endswith(".py")]
+        else:
+            paths.append(path)
+    for path in paths:
+        with open(path, "rb") as f:
+            h.update(os.path.relpath(path, _PKG_DIR).encode() + b"\0" + f.read())
     return h.hexdigest()
 
 
@@ -241,6 +250,15 @@ def accumulator(fn):
     return _njit(fn, **_SUM_OPTIONS)
 
 
+def _prange_only() -> dict:
+    """``parallel=`` options for kernels that parallelise through ``prange`` alone: the
+    array-expression, reduction-detection and fusion passes are skipped, which cuts the
+    parallel build's compile time (about 7 %, ``notes/coldstart.md``).  Fresh per call:
+    numba pops the keys it reads."""
+    return dict(prange=True, comprehension=False, reduction=False, inplace_binop=False,
+                setitem=False, numpy=False, stencil=False, fusion=False)
+
+
 class Kernel:
     """A kernel compiled both ways; :func:`pick` chooses per call."""
 
@@ -248,7 +266,7 @@ class Kernel:
 
     def __init__(self, fn):
         self.__name__ = fn.__name__
-        self.parallel = _njit(fn, parallel=True, **_OPTIONS)
+        self.parallel = _njit(fn, parallel=_prange_only(), **_OPTIONS)
         # A distinct function object with its own qualname so the two builds get
         # their own on-disk cache files.
         serial_fn = _pytypes.FunctionType(

@@ -7,8 +7,11 @@ from functools import partial
 
 import numpy as np
 
+from . import _load_losses
 from ._config import force_parallel
 from ._core import LOSSES
+
+_load_losses()  # every loss family registers itself in LOSSES
 
 __all__ = ["warmup"]
 

@@ -53,7 +53,10 @@ import string
 import numpy as np
 
 from . import _chunked as ch
+from . import _load_losses
 from ._core import LOSSES, LossResult
+
+_load_losses()  # every loss family registers itself in LOSSES
 
 __all__ = sorted(LOSSES)
 

@@ -2,6 +2,8 @@
 
 import pathlib
 import re
+import subprocess
+import sys
 
 import fastloss
 
@@ -71,3 +73,21 @@ def test_bench_report_pairs_each_out_sample_with_the_copy_of_its_round():
     del res["copy_GBps"]  # cases without a copy in their rounds: the run-wide copy
     d = report.derive(res, bw=40e9, bw_best=50e9)["derived"]
     assert d["bw_out"] == 0.5 and d["bw_out_best"] == 20 / 50
+
+
+def test_import_is_lazy():
+    """``import fastloss`` imports NumPy only; numba and a family load on first use."""
+    code = (
+        "import sys, fastloss as fl\n"
+        "assert 'numba' not in sys.modules, 'import fastloss imported numba'\n"
+        "assert 'fastloss.softmax' not in sys.modules\n"
+        "import numpy as np\n"
+        "fl.cross_entropy(np.zeros((2, 3)), np.zeros(2, np.int64))\n"
+        "assert 'fastloss.boost' not in sys.modules, 'a softmax loss loaded the objectives'\n"
+        "import fastloss.softmax\n"
+        "assert callable(fl.softmax) and fl.softmax.__module__ == 'fastloss.softmax'\n"
+        "assert sorted(fl.LOSSES) == sorted(set(fl.LOSSES)) and len(fl.LOSSES) >= 20\n"
+        "assert set(fl.__all__) <= set(dir(fl))\n"
+        "for name in fl.__all__: getattr(fl, name)\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=300)
