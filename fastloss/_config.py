@@ -24,6 +24,7 @@ Policy
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import sys
@@ -32,6 +33,11 @@ import types as _pytypes
 
 import numba
 from numba.core import caching as _caching
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: numba's own cache behaviour
+    fcntl = None
 
 __all__ = [
     "BLOCK",
@@ -101,6 +107,42 @@ _locators = [
 ]
 if _CACHE and len(_locators) == 3 and hasattr(_caching, "CacheImpl"):
     _caching.CacheImpl._locator_classes[:0] = _locators
+
+
+# Several processes that compile into one cache directory at once (containers starting
+# together, a process pool's first calls) race in numba's index update: ``save`` reads
+# the index, adds its entry and replaces the file, so concurrent writers drop each
+# other's entries, and two of them can pick the same data file number -- the index of
+# one then names the other's code.  fastloss's kernels take a lock file per function
+# (``<index>.lock``, ``flock``): exclusive to save, shared to load.
+class _LockedIndexDataCacheFile(_caching.IndexDataCacheFile):
+    @contextlib.contextmanager
+    def _locked(self, mode):
+        try:
+            fd = os.open(self._index_path + ".lock", os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError:  # a read-only cache directory: nobody writes it
+            yield
+            return
+        try:
+            fcntl.flock(fd, mode)
+            yield
+        finally:
+            os.close(fd)  # releases the lock
+
+    def save(self, key, data):
+        with self._locked(fcntl.LOCK_EX):
+            super().save(key, data)
+
+    def load(self, key):
+        with self._locked(fcntl.LOCK_SH):
+            return super().load(key)
+
+
+def _lock_cache(disp):
+    cache_file = getattr(getattr(disp, "_cache", None), "_cache_file", None)
+    if fcntl is not None and type(cache_file) is _caching.IndexDataCacheFile:
+        cache_file.__class__ = _LockedIndexDataCacheFile
+    return disp
 
 #: Only ``contract`` (fused multiply-add): more accurate, no effect on NaN/inf semantics.
 _FASTMATH = {"contract"}
@@ -217,7 +259,7 @@ def _njit(fn, **options):
     """``numba.njit`` with fastloss's cache policy: if no cache directory is writable
     (read-only install, no home directory), compile without the on-disk cache."""
     try:
-        return numba.njit(**options)(fn)
+        return _lock_cache(numba.njit(**options)(fn))
     except RuntimeError as e:  # "cannot cache function ...: no locator available"
         if "cannot cache" not in str(e):
             raise
