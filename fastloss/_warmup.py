@@ -8,7 +8,7 @@ from functools import partial
 import numpy as np
 
 from . import _load_losses
-from ._config import force_parallel
+from ._config import _CACHE, force_parallel
 from ._core import LOSSES
 
 _load_losses()  # every loss family registers itself in LOSSES
@@ -46,7 +46,9 @@ def _objective_calls(name, dt):
     return calls
 
 
-def warmup(losses=None, dtypes=("float32", "float64"), parallel: bool = True) -> dict:
+def warmup(
+    losses=None, dtypes=("float32", "float64"), parallel: bool = True, processes: int = 1
+) -> dict:
     """Compile the kernels of ``losses`` (default: all) for ``dtypes``, serial and
     (if ``parallel``) parallel builds, so the first real call does not pay the JIT.
 
@@ -56,8 +58,13 @@ def warmup(losses=None, dtypes=("float32", "float64"), parallel: bool = True) ->
     the compile happens once per machine and Numba version; later processes load
     machine code in milliseconds.
 
+    ``processes > 1`` compiles in that many fresh (spawned) processes, each a share of
+    the names, into the on-disk cache (Numba compiles under one lock per process, so
+    threads would not help); this process then loads the results.  Ignored when the
+    cache is off (``FASTLOSS_CACHE=0``).
+
     Returns:
-        ``{name: seconds}`` spent per loss / objective.
+        ``{name: seconds}`` spent per loss / objective (in the worker, with processes).
 
     Example:
         >>> import fastloss as fl
@@ -74,6 +81,8 @@ def warmup(losses=None, dtypes=("float32", "float64"), parallel: bool = True) ->
         raise ValueError(
             f"unknown loss(es) {unknown}; valid names are {sorted(LOSSES) + objectives}"
         )
+    if processes > 1 and _CACHE and len(names) > 1:
+        return _warmup_processes(names, list(dtypes), parallel, processes)
     spent = {}
     for name in names:
         t0 = time.perf_counter()
@@ -96,3 +105,26 @@ def warmup(losses=None, dtypes=("float32", "float64"), parallel: bool = True) ->
                         call()
         spent[name] = time.perf_counter() - t0
     return spent
+
+
+#: Relative compile cost, for sharing names out between processes (cross-entropy, with
+#: every option in one kernel and a wide-row variant, is the largest by far).
+_COST = {"cross_entropy": 6.0, "softmax_focal_loss": 2.0, "grad_hess:softmax": 2.0}
+
+
+def _warmup_processes(names, dtypes, parallel, processes):
+    import concurrent.futures as cf
+    import multiprocessing as mp
+
+    shares = [[] for _ in range(min(processes, len(names)))]
+    load = [0.0] * len(shares)
+    for name in sorted(names, key=lambda n: -_COST.get(n, 1.0)):  # longest first
+        i = load.index(min(load))
+        shares[i].append(name)
+        load[i] += _COST.get(name, 1.0)
+    spent = {}
+    with cf.ProcessPoolExecutor(len(shares), mp_context=mp.get_context("spawn")) as pool:
+        for part in pool.map(partial(warmup, dtypes=dtypes, parallel=parallel), shares):
+            spent.update(part)
+    warmup(names, dtypes, parallel)  # loads from the cache into this process
+    return {n: spent[n] for n in names}

@@ -90,6 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("names", nargs="*", help="losses (default: all) or grad_hess:<objective>")
     w.add_argument("--dtype", action="append", choices=["float32", "float64"],
                    help="dtypes to compile (default: both)")
+    w.add_argument("-j", "--jobs", type=int, default=os.cpu_count() or 1,
+                   help="processes compiling at once (default: the number of CPUs)")
     w.set_defaults(func=cmd_warmup)
     return p
 
@@ -594,7 +596,7 @@ def cmd_warmup(args) -> int:
     dtypes = args.dtype or ["float32", "float64"]
     t0 = time.perf_counter()
     try:
-        spent = fl.warmup(args.names or None, dtypes=dtypes)
+        spent = fl.warmup(args.names or None, dtypes=dtypes, processes=max(1, args.jobs))
     except ValueError as e:
         raise UsageError(str(e)) from None
     for name, s in spent.items():

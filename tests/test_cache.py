@@ -176,3 +176,27 @@ def test_cache_off(tmp_path):
     assert off[0] == on[0]
     assert off[2] == 0
     assert not glob.glob(str(cache / "**" / "*.nb*"), recursive=True)
+
+
+def test_warmup_in_processes(tmp_path):
+    """``warmup(processes=2)`` compiles in spawned workers; this process only loads."""
+    code = textwrap.dedent(
+        """
+        import sys, numba, fastloss as fl
+        spent = fl.warmup(["mse_loss", "l1_loss", "grad_hess:logistic"], dtypes=["float64"],
+                          processes=2)
+        assert sorted(spent) == ["grad_hess:logistic", "l1_loss", "mse_loss"], spent
+        disps = set()
+        for name, mod in list(sys.modules.items()):
+            if name.startswith("fastloss"):
+                for v in vars(mod).values():
+                    if hasattr(v, "serial") and not isinstance(v, type):
+                        disps.update((v.parallel, v.serial))
+        misses = sum(sum(d.stats.cache_misses.values()) for d in disps)
+        hits = sum(sum(d.stats.cache_hits.values()) for d in disps)
+        assert misses == 0 and hits >= 4, (misses, hits)
+        """
+    )
+    proc = subprocess.run([sys.executable, "-c", code], env=_env(tmp_path / "cache"),
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
