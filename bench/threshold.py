@@ -31,10 +31,10 @@ os.environ["FASTLOSS_PARALLEL_MIN_WORK"] = "0"  # before fastloss is imported
 
 import numba  # noqa: E402
 import numpy as np  # noqa: E402
-from report import CpuMonitor, wait_quiet  # noqa: E402  (bench/report.py)
 
 import fastloss  # noqa: E402
 from fastloss import _config  # noqa: E402
+from fastloss._bench.timing import CpuMonitor, wait_quiet  # noqa: E402
 
 
 def _per_call(fn, min_sample: float) -> float:

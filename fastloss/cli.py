@@ -5,7 +5,8 @@ chunk by chunk: per-sample losses to ``-o OUTPUT`` (``--reduction none``, the de
 written to a temporary file beside OUTPUT and renamed into place only when complete), or
 one number for ``sum`` / ``mean`` (PyTorch's semantics over the whole file, as the
 in-memory call).  ``fastloss warmup [LOSS ...]`` compiles (or loads from the on-disk
-cache) kernels ahead of time, for Docker / CI images.
+cache) kernels ahead of time, for Docker / CI images.  ``fastloss bench`` runs the
+side-by-side benchmark (``fastloss._bench``, imported only for that command).
 
 Errors are one line on stderr and an exit status: 2 for usage (unknown loss or option,
 unsupported format, an existing OUTPUT without ``--force``, an unwritable output
@@ -93,6 +94,33 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("-j", "--jobs", type=int, default=os.cpu_count() or 1,
                    help="processes compiling at once (default: the number of CPUs)")
     w.set_defaults(func=cmd_warmup)
+
+    b = sub.add_parser(
+        "bench",
+        help="time every loss against NumPy, PyTorch and JAX and write a report",
+        description="Time every loss (latency, medium and large sizes) against NumPy, PyTorch "
+        "and JAX where installed, and write REPORT.md, results.json and PNG plots to DIR.",
+    )
+    b.add_argument("--quick", action="store_true",
+                   help="smaller sizes, fewer rounds (under 2 minutes)")
+    b.add_argument("-o", "--output-dir", metavar="DIR",
+                   help="where to write the report (default: ./fastloss-bench)")
+    b.add_argument("--threads", type=int, metavar="N",
+                   help="threads for fastloss and PyTorch (default 2); large sizes also on 1")
+    b.add_argument("-k", "--select", action="append", metavar="TEXT",
+                   help="only the cases whose id contains TEXT (repeatable)")
+    b.add_argument("--scale", type=float, metavar="S",
+                   help="multiply every batch size by S (default: $FASTLOSS_BENCH_SCALE or "
+                   "1; below 0.1 a two-round smoke test)")
+    b.add_argument("--wait-quiet", type=float, default=0.0, metavar="SECONDS",
+                   help="first wait up to SECONDS for other processes to leave the CPUs idle")
+    b.add_argument("--render", metavar="RESULTS_JSON",
+                   help="no measuring: rewrite the report and plots from a results.json")
+    b.add_argument("--readme-table", metavar="RESULTS_JSON",
+                   help="print the README's performance table from a results.json")
+    b.add_argument("--all", action="store_true",
+                   help="with --readme-table: every loss at its large size")
+    b.set_defaults(func=cmd_bench)
     return p
 
 
@@ -603,6 +631,17 @@ def cmd_warmup(args) -> int:
         print(f"{name}\t{s:.2f} s")
     print(f"total\t{time.perf_counter() - t0:.2f} s")
     return 0
+
+
+
+# ------------------------------------------------------------------------------ bench
+def cmd_bench(args) -> int:
+    from . import _bench  # PyTorch, JAX, matplotlib: imported there, each optional
+
+    try:
+        return _bench.main(args)
+    except _bench.UsageError as e:
+        raise UsageError(str(e)) from None
 
 
 if __name__ == "__main__":  # pragma: no cover
