@@ -1,0 +1,243 @@
+"""The machinery shared by every ``fastloss.torch`` loss: tensor checks, zero-copy
+conversion to NumPy, and the autograd ``Function`` that keeps the fused gradient of the
+forward and only scales it in the backward."""
+
+from __future__ import annotations
+
+import functools
+import warnings
+from collections.abc import Callable
+from typing import NamedTuple
+
+import numpy as np
+import torch
+from torch._C import _functions as _torch_functions
+
+_FLOATS = (torch.float32, torch.float64)
+
+
+# ----------------------------------------------------------------------------- checks
+def check_tensor(t, fname: str, arg: str) -> None:
+    """TypeError unless ``t`` is a dense CPU tensor (SPEC section 4)."""
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(
+            f"fastloss.torch.{fname}: {arg} must be a torch.Tensor, got {type(t).__name__}"
+        )
+    if t.device.type != "cpu":
+        raise TypeError(
+            f"fastloss.torch.{fname}: {arg} is on device '{t.device}'; fastloss computes on "
+            "the CPU only (move it with .cpu())"
+        )
+    if t.layout is not torch.strided:
+        raise TypeError(
+            f"fastloss.torch.{fname}: {arg} must be a dense (strided) tensor, got {t.layout}"
+        )
+
+
+def check_input(t, fname: str) -> None:
+    check_tensor(t, fname, "input")
+    if t.dtype not in _FLOATS:
+        raise TypeError(
+            f"fastloss.torch.{fname}: input must have dtype torch.float32 or torch.float64, "
+            f"got {t.dtype}"
+        )
+
+
+def const(t, fname: str, arg: str):
+    """A weight-like argument (a constant): its NumPy view, or ``t`` itself if it is not a
+    tensor (None, a number, an array).  A weight that requires grad is an error, as in
+    PyTorch's own losses."""
+    if not isinstance(t, torch.Tensor):
+        return t
+    check_tensor(t, fname, arg)
+    if t.requires_grad and torch.is_grad_enabled():
+        raise RuntimeError(
+            f"fastloss.torch.{fname} is not differentiable with respect to argument "
+            f"'{arg}'. This input cannot have requires_grad True (pass {arg}.detach())."
+        )
+    return to_numpy(t, fname, arg)
+
+
+def to_numpy(t: torch.Tensor, fname: str = "", arg: str = "tensor") -> np.ndarray:
+    """The tensor's memory as an ndarray (no copy; strided views stay strided)."""
+    if t.requires_grad:
+        t = t.detach()
+    if t.is_neg():
+        t = t.resolve_neg()
+    if t.dtype == torch.bfloat16:
+        t = t.to(torch.float32)  # NumPy has no bfloat16 (a target or weight, never input)
+    try:
+        return t.numpy()
+    except RuntimeError as e:  # no storage: a torch.func transform's wrapped tensor
+        raise RuntimeError(
+            f"fastloss.torch.{fname}: {arg} has no memory of its own (inside a torch.func "
+            "transform such as grad, vmap or jvp?); fastloss.torch supports ordinary "
+            "autograd (.backward(), torch.autograd.grad) on plain CPU tensors only"
+        ) from e
+
+
+def as_tensor(a) -> torch.Tensor:
+    """A NumPy loss (array or scalar) as a tensor sharing its memory."""
+    if not isinstance(a, np.ndarray):
+        a = np.asarray(a)
+    elif not a.flags.writeable:
+        a = a.copy()
+    return torch.from_numpy(a)
+
+
+def legacy_reduction(size_average, reduce, reduction: str) -> str:
+    """PyTorch's mapping of the deprecated ``size_average`` / ``reduce`` arguments
+    (``torch.nn._reduction.legacy_get_string``), with its warning."""
+    if size_average is None and reduce is None:
+        return reduction
+    size_average = True if size_average is None else size_average
+    reduce = True if reduce is None else reduce
+    ret = "mean" if (size_average and reduce) else ("sum" if reduce else "none")
+    warnings.warn(
+        f"size_average and reduce args will be deprecated, please use reduction='{ret}' "
+        "instead.",
+        UserWarning,
+        stacklevel=3,
+    )
+    return ret
+
+
+def torch_class_axis(input: torch.Tensor, axis) -> int:
+    """PyTorch's class dimension (1, or 0 for a 1-D input) unless ``axis`` is given."""
+    if axis is None:
+        return 1 if input.ndim >= 2 else 0
+    return axis
+
+
+# --------------------------------------------------------------------------- autograd
+class TargetGrad(NamedTuple):
+    """How the gradient with respect to the target is obtained.
+
+    ``fn(x, t, res, need_input) -> ndarray``: d loss / d target (the call's reduction),
+    from the NumPy input and target and the fastloss result ``res``; it may overwrite
+    ``res.grad`` when ``need_input`` is False.  ``uses_grad``: ``res`` must hold the
+    input gradient."""
+
+    fn: Callable
+    uses_grad: bool
+
+
+def _negated(x, t, res, need_input):
+    return np.negative(res.grad, out=None if need_input else res.grad)
+
+
+#: Losses of ``input - target``: d/d target = -d/d input.
+NEGATED = TargetGrad(_negated, True)
+
+
+class _Job(NamedTuple):
+    fname: str
+    call: Callable  # (x, t, grad) -> LossResult
+    x: np.ndarray
+    t: np.ndarray | None
+    axis: int | None  # class axis of the input that a "none" loss lacks (None: elementwise)
+    target_grad: TargetGrad | None
+
+
+def _first_order_only(backward):
+    """``once_differentiable`` with a message naming the loss: the gradients returned
+    carry a node that raises if they are differentiated again."""
+
+    @functools.wraps(backward)
+    def wrapper(ctx, *grads):
+        with torch.no_grad():
+            outputs = backward(ctx, *grads)
+        if not torch.is_grad_enabled():
+            return outputs
+        live = [i for i, o in enumerate(outputs) if o is not None]
+        if not live:
+            return outputs
+        err = _torch_functions.DelayedError(
+            f"fastloss.torch.{ctx.fname}: double backward is not supported (the fused "
+            "gradient is computed in the forward pass and is not itself differentiable; "
+            "use torch.nn.functional for higher-order gradients)",
+            len(live),
+        )
+        aliased = err(*[outputs[i].detach().requires_grad_() for i in live])
+        if len(live) == 1:
+            aliased = (aliased,)
+        outputs = list(outputs)
+        for i, a in zip(live, aliased, strict=True):
+            outputs[i] = a
+        return tuple(outputs)
+
+    return wrapper
+
+
+def _scale(g: torch.Tensor | None, go: torch.Tensor, axis, inplace: bool):
+    """``g * go`` for the backward: ``go`` is the scalar of a reduced loss or the
+    per-sample upstream gradient of ``"none"`` (broadcast over the class axis)."""
+    if g is None:
+        return None
+    if go.ndim and go.numel() and not any(go.stride()):
+        go = go[(0,) * go.ndim]  # an expanded scalar, e.g. from loss.sum()'s backward
+    if go.ndim == 0:
+        if go.item() == 1.0:
+            return g
+    elif go.ndim < g.ndim:
+        go = go.unsqueeze(axis)
+    return g.mul_(go) if inplace else g * go
+
+
+class _FusedLoss(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, input, target, job):
+        need_x, need_t = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        tg = job.target_grad
+        res = job.call(job.x, job.t, need_x or (need_t and tg.uses_grad))
+        gt = tg.fn(job.x, job.t, res, need_x) if need_t else None
+        ctx.fname = job.fname
+        ctx.axis = job.axis
+        ctx.gi = torch.from_numpy(res.grad) if need_x else None
+        ctx.gt = torch.from_numpy(gt) if need_t else None
+        return as_tensor(res.loss)
+
+    @staticmethod
+    @_first_order_only
+    def backward(ctx, go):
+        gi, gt = ctx.gi, ctx.gt
+        keep = torch._C._autograd._get_current_graph_task_keep_graph()
+        if not keep:
+            # the buffers are ours alone: scale them in place, and let autograd take them
+            # over (a leaf's .grad becomes the very array the kernel wrote)
+            ctx.gi = ctx.gt = None
+        return _scale(gi, go, ctx.axis, not keep), _scale(gt, go, ctx.axis, not keep), None
+
+
+def fused(
+    fname: str,
+    call: Callable,
+    input: torch.Tensor,
+    target: torch.Tensor | None,
+    *,
+    axis: int | None = None,
+    target_grad: TargetGrad | None = None,
+) -> torch.Tensor:
+    """Run ``call(x, t, grad)`` (a fastloss function on the NumPy views of ``input`` and
+    ``target``) with ``grad=True`` only when autograd needs it, and return the loss as a
+    tensor attached to the graph.  ``axis``: the input's class axis that a ``"none"``
+    loss lacks (None for elementwise losses); ``target_grad``: None if the loss is not
+    differentiable with respect to the target."""
+    check_input(input, fname)
+    x = to_numpy(input, fname, "input")
+    t = None
+    need_t = False
+    if target is not None:
+        check_tensor(target, fname, "target")
+        t = to_numpy(target, fname, "target")
+        need_t = target.requires_grad
+    if not (torch.is_grad_enabled() and (input.requires_grad or need_t)):
+        return as_tensor(call(x, t, False).loss)
+    if need_t and target_grad is None:
+        raise RuntimeError(
+            f"fastloss.torch.{fname} is not differentiable with respect to argument "
+            "'target'. This input cannot have requires_grad True (pass target.detach())."
+        )
+    if axis is not None and x.ndim:
+        axis %= x.ndim
+    return _FusedLoss.apply(input, target, _Job(fname, call, x, t, axis, target_grad))
