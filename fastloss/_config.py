@@ -341,6 +341,85 @@ class force_parallel:
         _local.force = False
 
 
+# ------------------------------------------------------------ the parallel build, later
+# A parallel build costs 2-3x its serial twin to compile (numba outlines the prange body
+# and compiles it again).  When a call would run a parallel build that is neither in
+# memory nor in the on-disk cache, it runs the serial build (the same bits) and the
+# parallel one compiles in a background thread, into memory and the cache; later calls
+# use it once it is there.  A fork waits for those compiles (numba's compiler lock must
+# not be held by a thread the child does not have), and so does interpreter exit.
+# ``FASTLOSS_LAZY_PARALLEL=0`` compiles in the call instead; ``force_parallel`` (warm-up)
+# always does.
+_LAZY_PARALLEL = os.environ.get("FASTLOSS_LAZY_PARALLEL", "1").lower() not in (
+    "0", "false", "no", "off"
+)
+_bg_lock = threading.Lock()
+_bg_threads: dict = {}  # parallel dispatcher -> the thread compiling it
+_bg_failed: set = set()  # background compiles that raised: the call compiles (and raises)
+
+
+def _parallel_ready(disp) -> bool:
+    """The parallel build runs without a compile wait (or must be compiled in the call)."""
+    if disp.overloads or disp in _bg_failed:
+        return True
+    if disp in _bg_threads:
+        return False
+    cache_file = getattr(getattr(disp, "_cache", None), "_cache_file", None)
+    try:
+        return bool(cache_file is not None and cache_file._load_index())
+    except Exception:  # an unreadable index: numba's own load decides
+        return True
+
+
+def _background_compile(disp, sig):
+    try:
+        disp.compile(sig)
+    except Exception:
+        _bg_failed.add(disp)
+    finally:
+        with _bg_lock:
+            _bg_threads.pop(disp, None)
+
+
+class _SerialNow:
+    """The serial build for this call; the parallel one compiles in the background."""
+
+    __slots__ = ("k",)
+
+    def __init__(self, k):
+        self.k = k
+
+    def __call__(self, *args):
+        result = self.k.serial(*args)
+        disp = self.k.parallel
+        sig = tuple(disp.typeof_pyval(a) for a in args)
+        with _bg_lock:
+            if disp in _bg_threads or disp.overloads:
+                return result
+            t = threading.Thread(target=_background_compile, args=(disp, sig),
+                                 name=f"fastloss-compile-{self.k.__name__}")
+            _bg_threads[disp] = t
+        t.start()
+        return result
+
+
+def wait_for_compiles(timeout: float | None = None) -> None:
+    """Wait until the parallel builds compiling in the background are done."""
+    while True:
+        with _bg_lock:
+            threads = list(_bg_threads.values())
+        if not threads:
+            return
+        for t in threads:
+            t.join(timeout)
+        if timeout is not None:
+            return
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(before=wait_for_compiles)
+
+
 def pick(k: Kernel, work: int, rows: int = -1, threads: int | None = None):
     """The build to run for ``work`` elements (in ``rows`` rows, for row kernels) from
     the calling thread, with at most ``threads`` threads (default: :func:`get_num_threads`)."""
@@ -355,6 +434,9 @@ def pick(k: Kernel, work: int, rows: int = -1, threads: int | None = None):
         return k.serial
     if threading.current_thread() is not _main_thread and threading_layer() == "workqueue":
         return k.serial
+    if _LAZY_PARALLEL and not _parallel_ready(k.parallel):
+        if not getattr(_local, "force", False):
+            return _SerialNow(k)
     if numba.get_num_threads() != n:
         numba.set_num_threads(n)  # numba's setting is per Python thread
     return k.parallel

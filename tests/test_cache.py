@@ -200,3 +200,52 @@ def test_warmup_in_processes(tmp_path):
     proc = subprocess.run([sys.executable, "-c", code], env=_env(tmp_path / "cache"),
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+LAZY = textwrap.dedent(
+    """
+    import os, sys
+    import numpy as np
+    import fastloss as fl
+    from fastloss import _config
+    from fastloss._kernels import pointwise as kp
+
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal(1 << 17)
+    b = rng.standard_normal(1 << 17)
+    disp = kp.huber_loss.parallel
+    compiled = []
+    background = _config._background_compile
+    def record(d, sig):
+        compiled.append(d)
+        background(d, sig)
+    _config._background_compile = record
+    first = fl.huber_loss(a, b)
+    if sys.argv[1] == "cold":
+        pid = os.fork()                          # waits for the background compile
+        if pid == 0:
+            r = fl.huber_loss(a, b)
+            os._exit(0 if r.grad.tobytes() == first.grad.tobytes() else 3)
+        assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0, "forked child"
+        assert compiled == [disp], "the parallel build did not compile in the background"
+        assert disp.overloads
+        second = fl.huber_loss(a, b)             # the parallel build now
+        assert second.grad.tobytes() == first.grad.tobytes()
+        assert second.loss.tobytes() == first.loss.tobytes()
+    else:                                        # a new process: loaded from the cache
+        assert not compiled and sum(disp.stats.cache_hits.values()) == 1, disp.stats
+        assert not sum(disp.stats.cache_misses.values())
+    print("ok")
+    """
+)
+
+
+def test_cold_parallel_call_runs_serial_and_compiles_in_background(tmp_path):
+    script = tmp_path / "lazy.py"
+    script.write_text(LAZY)
+    env = _env(tmp_path / "cache", FASTLOSS_LAZY_PARALLEL="1")
+    for mode in ("cold", "warm"):
+        proc = subprocess.run([sys.executable, str(script), mode], env=env,
+                              capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, (mode, proc.stderr[-3000:])
+        assert "ok" in proc.stdout
