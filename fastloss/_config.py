@@ -190,7 +190,12 @@ def threading_layer() -> str:
             if _layer is None:
                 if _forked_omp:  # a parallel region here would be killed by numba
                     return "omp"
-                _probe(1)
+                # Load the layer without running a parallel region: under workqueue a
+                # probe kernel from a non-main thread, while the main thread is in a
+                # parallel region, aborts the process (and compiling one costs time).
+                from numba.np.ufunc.parallel import _launch_threads
+
+                _launch_threads()
                 _layer = numba.threading_layer()
     return _layer
 
@@ -219,14 +224,6 @@ def _after_fork_in_child() -> None:
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
-
-
-@numba.njit(parallel=True, nogil=True)
-def _probe(n):  # pragma: no cover - trivial
-    s = 0
-    for i in numba.prange(n):
-        s += i
-    return s
 
 
 _main_thread = threading.main_thread()
