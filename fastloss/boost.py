@@ -646,7 +646,8 @@ def objective_loss(
         rows = x.shape[0] if x.ndim else 1
     if reduction == "none":
         return lout
-    total = float(np.sum(lout))
+    with np.errstate(invalid="ignore"):  # +inf and -inf losses: NaN, without a warning
+        total = float(np.sum(lout))
     if reduction == "sum":
         return total
     per_row = lout.size // rows if rows else 1

@@ -64,9 +64,10 @@ def multi_margin_loss(
     PyTorch's do.
 
     Args:
-        input: scores, shape ``(N, C)`` or ``(C,)``; float32 or float64.
-        target: class indices in ``[0, C)``, shape ``(N,)`` (or ``()`` for a ``(C,)``
-            input or when ``N == 1``); any integer dtype.
+        input: scores, shape ``(N, C)``, ``(C,)`` or ``()`` (one sample of one class, as
+            PyTorch: loss 0); float32 or float64.
+        target: class indices in ``[0, C)``, shape ``(N,)`` (or ``()`` / ``(1,)`` for a
+            ``(C,)`` or ``()`` input or when ``N == 1``); any integer dtype.
         weight: optional per-class weights, shape ``(C,)`` (may be negative); cast to the
             input dtype.
         p: 1 (hinge) or 2 (squared hinge).
@@ -111,16 +112,16 @@ def multi_margin_loss(
         raise TypeError(f"margin must be a real number, got {type(margin).__name__}")
 
     (x,) = unalias(out, as_input(input))  # a partial overlap with out: work from a copy
-    if x.ndim not in (1, 2) or x.shape[-1] == 0:
+    if x.ndim > 2 or (x.ndim and x.shape[-1] == 0):
         raise ValueError(f"input must have shape (N, C) or (C,) with C >= 1, got shape {x.shape}")
-    t = as_index_target(target, x.shape[-1])
-    if not _target_shape_ok(x.shape, t.shape):
-        expected = "() or (1,)" if x.ndim == 1 else f"({x.shape[0]},)"
+    c = x.shape[-1] if x.ndim else 1  # a 0-d input is one sample of one class (PyTorch)
+    t = as_index_target(target, c)
+    if not _target_shape_ok(x.shape if x.ndim else (1,), t.shape):
+        expected = "() or (1,)" if x.ndim < 2 else f"({x.shape[0]},)"
         raise ValueError(
             f"target shape {t.shape} does not match input shape {x.shape}: "
             f"expected target shape {expected}"
         )
-    c = x.shape[-1]
     x2 = x.reshape(-1, c)
     n = x2.shape[0]
     t1 = t.reshape(n)

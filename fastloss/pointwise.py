@@ -181,7 +181,8 @@ def _run(kern, x, t, a=0.0, b=0.0, c=0.0, *, reduction, grad, out, wargs=(), on_
         )
         if on_bad is not None and flags.any():
             on_bad(x, t)
-        total = float(np.sum(partial))
+        with np.errstate(invalid="ignore"):  # blocks of +inf and -inf: NaN, as one sum
+            total = float(np.sum(partial))
     if reduction == "none":
         loss = lout
     elif averaged:

@@ -862,12 +862,36 @@ def log_softmax(x, axis: int = -1) -> np.ndarray:
     return _softmax_util(x, axis, 1)
 
 
-def logsumexp(x, axis: int = -1):
+def logsumexp(x, axis=-1, keepdims: bool = False):
     """``log(sum(exp(x)))`` along ``axis``; an empty or all ``-inf`` row gives ``-inf``.
+
+    ``axis`` is an int or a tuple of ints (reduced together, as ``torch.logsumexp``'s
+    ``dim`` and NumPy's ``axis``); ``keepdims=True`` keeps the reduced axes with size 1.
 
     Example:
         >>> import numpy as np, fastloss as fl
         >>> print(fl.logsumexp(np.array([1000.0, 1000.0])))
         1000.6931471805599
+        >>> fl.logsumexp(np.zeros((2, 3, 4)), axis=(0, 2), keepdims=True).shape
+        (1, 3, 1)
     """
-    return _softmax_util(x, axis, 2)
+    if isinstance(axis, (tuple, list)):
+        x = as_input(x)
+        nd = max(x.ndim, 1)
+        axes = tuple(normalize_axis(a, nd) for a in axis)
+        if len(set(axes)) != len(axes):
+            raise ValueError(f"repeated axis in logsumexp: axis={tuple(axis)!r}")
+        x1 = x.reshape(x.shape or (1,))  # a 0-d input: one element along one axis
+        kept = tuple(x1.shape[k] for k in range(nd) if k not in axes)
+        rows = np.moveaxis(x1, axes, range(nd - len(axes), nd))
+        res = _softmax_util(rows.reshape(kept + (math.prod(x1.shape[k] for k in axes),)), -1, 2)
+    elif keepdims:
+        x = as_input(x)
+        axes = (normalize_axis(axis, max(x.ndim, 1)),)
+        res = _softmax_util(x, axis, 2)
+    else:
+        return _softmax_util(x, axis, 2)
+    if keepdims and x.ndim:
+        return np.asarray(res).reshape(
+            tuple(1 if k in axes else s for k, s in enumerate(x.shape)))
+    return res
