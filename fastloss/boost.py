@@ -660,7 +660,10 @@ def _weighted_mean(v, w):
     if w is None:
         return float(np.mean(v, dtype=np.float64)) if v.size else math.nan
     sw = float(np.sum(w, dtype=np.float64))
-    return float(np.dot(v.astype(np.float64), w.astype(np.float64)) / sw) if sw else math.nan
+    # np.sum's pairwise order depends on the length only; np.dot (BLAS) splits the sum
+    # across its threads, so its bits vary with the thread count and the process
+    vw = np.multiply(v, w, dtype=np.float64)
+    return float(np.sum(vw) / sw) if sw else math.nan
 
 
 def _check_domain(name, y):

@@ -521,3 +521,21 @@ def test_property_grad_of_a_slice_is_the_slice_of_grad(n, seed):
         gs, hs = fl.grad_hess(name, x[k:], y[k:])
         np.testing.assert_array_equal(gs, g[k:])
         np.testing.assert_array_equal(hs, h[k:])
+
+
+def test_init_score_bits_do_not_depend_on_blas_threads():
+    """A weighted init score was a BLAS dot product, split across OpenBLAS's threads."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import numpy as np, fastloss as fl\n"
+            "r = np.random.default_rng(0); y = r.random(1 << 20); w = r.random(1 << 20)\n"
+            "print(repr(fl.init_score('squared_error', y, w)), "
+            "repr(fl.init_score('logistic', y, w)))")
+    outs = {
+        subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                       env=dict(os.environ, OPENBLAS_NUM_THREADS=str(n))).stdout
+        for n in (1, 2)
+    }
+    assert len(outs) == 1, outs
