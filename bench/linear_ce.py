@@ -309,7 +309,9 @@ def report(results, threads, rounds, note):
         "",
         f"float32, {threads} threads, median of {rounds} interleaved round(s); peak extra = "
         "peak RSS beyond the inputs and the returned gradients (one call in a fresh "
-        "process); traced = tracemalloc peak of NumPy allocations, same accounting.",
+        "process, after a first call on half the rows, at most 1024, so that BLAS work buffers "
+        "are not counted); traced = tracemalloc peak of the NumPy allocations during the "
+        "call, same accounting (the bare products' outputs are allocated beforehand: 0).",
     ]
     if note:
         lines += ["", note]

@@ -32,6 +32,7 @@ _MODULES = {
     "_core": ("LossResult", "release_buffers"),
     "_warmup": ("warmup",),
     "boost": ("OBJECTIVES", "GradHess", "grad_hess", "init_score", "objective_loss"),
+    "linear_ce": ("LinearCEResult", "linear_cross_entropy"),
     "multimargin": ("multi_margin_loss",),
     "pointwise": (
         "binary_cross_entropy",
@@ -119,6 +120,7 @@ __all__ = [
     "DIVERGENCE_LOSSES",
     "GradHess",
     "LOSSES",
+    "LinearCEResult",
     "LossResult",
     "MARGIN_LOSSES",
     "OBJECTIVES",
@@ -137,6 +139,7 @@ __all__ = [
     "kl_div",
     "kl_div_with_logits",
     "l1_loss",
+    "linear_cross_entropy",
     "log_cosh_loss",
     "log_sigmoid",
     "log_softmax",
