@@ -91,8 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("names", nargs="*", help="losses (default: all) or grad_hess:<objective>")
     w.add_argument("--dtype", action="append", choices=["float32", "float64"],
                    help="dtypes to compile (default: both)")
-    w.add_argument("-j", "--jobs", type=int, default=os.cpu_count() or 1,
-                   help="processes compiling at once (default: the number of CPUs)")
+    w.add_argument("-j", "--jobs", type=int, default=1,
+                   help="processes compiling at once (default 1; more pays on many cores)")
     w.set_defaults(func=cmd_warmup)
 
     b = sub.add_parser(
