@@ -64,8 +64,9 @@ COUNTS: collections.Counter = collections.Counter()
 _ERRORS = (ValueError, TypeError, IndexError)
 
 
-@pytest.fixture(scope="module", autouse=True)
+@pytest.fixture(autouse=True)
 def _summary():
+    """After every test (so that a long run's figures survive an interruption)."""
     yield
     path = os.environ.get("FASTLOSS_FUZZ_SUMMARY") or ("fuzz_summary.json" if OPT_IN else "")
     if path and COUNTS:
