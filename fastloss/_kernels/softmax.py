@@ -115,13 +115,23 @@ def _exp_shifted(xi, m, buf, nx):
         bs[j] = vexp_neg(xs[j] - m)
 
 
+@inline
+def _cap1(v, c, ic):
+    """One soft-capped logit ``c * tanh(v * ic)`` (v, c = cap, ic = 1/cap in the logits'
+    dtype).  Every capped value of a row -- the row max, the exp pass, the target's and
+    the probability-target terms -- comes from this one expression: a row max taken from
+    another formula (float64 ``cap * tanh(v / cap)``) differs from the exp pass's values by
+    ulps of ``cap``, which for a large cap (1e31) are far beyond exp's range."""
+    return c * vtanh(v * ic)
+
+
 @rowfn
-def _cap_shifted(xi, cap, m, buf):
-    """buf[j] = cap*tanh(x_j/cap) - m."""
+def _cap_into(xi, cap, buf):
+    """buf[j] = cap*tanh(x_j/cap) (:func:`_cap1`)."""
     c = xi.dtype.type(cap)
     ic = xi.dtype.type(1.0 / cap)
     for j in range(xi.shape[0]):
-        buf[j] = c * vtanh(xi[j] * ic) - m
+        buf[j] = _cap1(xi[j], c, ic)
 
 
 @rowfn
@@ -197,11 +207,6 @@ def _fill(row, value):
     v = row.dtype.type(value)
     for j in range(row.shape[0]):
         row[j] = v
-
-
-@inline
-def _capped(v, cap):
-    return cap * math.tanh(v / cap) if cap > 0.0 else v
 
 
 @inline
@@ -362,25 +367,27 @@ def ce_index(x, y, w, ignore_index, eps, zl, cap, mean, g, rl, rzl):
             xi = x[i]
             t = y[i]
             ignored = t == ignore_index
-            m = xi.dtype.type(_capped(row_max(xi), cap))
+            # z: the logits, or with a softcap their capped values (in the scratch row)
+            z = xi
+            if cap > 0.0:
+                _cap_into(xi, cap, scratch)
+                z = scratch
+            m = row_max(z)
             # values the in-place gradient write would destroy (when out is input)
             xt = 0.0 if ignored else float(xi[t])
+            zt = 0.0 if ignored else float(z[t])
             sw = 0.0
             if eps > 0.0 and not ignored:
-                if cap > 0.0:
-                    _cap_shifted(xi, cap, m, scratch)
-                    _weighted_shift(scratch, 0.0, w, s64)
-                else:
-                    _weighted_shift(xi, m, w, s64)
+                _weighted_shift(z, m, w, s64)
                 sw = row_sum(s64)
             # exp pass: into the gradient row (scaled in place below) or a scratch row
             buf = g[i] if (want_g and cap == 0.0) else scratch
             if cap > 0.0:
-                _cap_shifted(xi, cap, m, buf)
-                _exp_inplace(buf)
+                _exp_shifted(scratch, m, scratch, xi[:0])
             else:
                 _exp_shifted(xi, m, buf, _ahead(x, i))
             s = row_sum(buf)
+            et = 0.0 if ignored else float(buf[t])
             ls = math.log(s)
             lse = float(m) + ls
             if ignored:
@@ -392,7 +399,7 @@ def ce_index(x, y, w, ignore_index, eps, zl, cap, mean, g, rl, rzl):
                     _fill(g[i], np.nan if lse != lse else 0.0)
                 continue
             wy = w[t] if has_w else 1.0
-            loss = wy * (1.0 - eps) * (ls - (_capped(xt, cap) - float(m)))
+            loss = wy * (1.0 - eps) * (ls - (zt - float(m)))
             if eps > 0.0:
                 loss += ec * (W * ls - sw)
             rl[i] = loss
@@ -409,7 +416,11 @@ def ce_index(x, y, w, ignore_index, eps, zl, cap, mean, g, rl, rzl):
                     _scale_sub(gi, a, ec * r)
                 else:
                     _scale(gi, a)
-                gi[t] = gi[t] - wy * (1.0 - eps) * r * _dcap(xt, cap)
+                # the target's element in one float64 expression, softmax minus target
+                # before the cap's derivative: exactly 0 where the softmax is exactly 1
+                # (one class), as PyTorch's
+                gt = et * a - ec * r * (w[t] if has_w else 1.0) - wy * (1.0 - eps) * r
+                gi[t] = gt * _dcap(xt, cap)
     # totals in a fixed order (saves the caller a NumPy reduction on small inputs)
     return 0, 0, tw, nv, row_sum(rl), (row_sum(rzl) if zl > 0.0 else 0.0)
 
@@ -535,8 +546,14 @@ def _ce_terms(xi, cap, m, ls, tw):
     finite."""
     mf = float(m)
     acc = 0.0
+    if cap > 0.0:
+        c = xi.dtype.type(cap)
+        ic = xi.dtype.type(1.0 / cap)
+        for j in range(xi.shape[0]):
+            acc -= ((float(_cap1(xi[j], c, ic)) - mf) - ls) * tw[j]
+        return acc
     for j in range(xi.shape[0]):
-        acc -= ((_capped(float(xi[j]), cap) - mf) - ls) * tw[j]
+        acc -= ((float(xi[j]) - mf) - ls) * tw[j]
     return acc
 
 
@@ -553,7 +570,11 @@ def ce_prob(x, tg, w, eps, zl, cap, r, g, rl, rzl):
         s2 = np.empty(C, x.dtype)
         for i in range(b * ROWS_PER_BLOCK, min(R, (b + 1) * ROWS_PER_BLOCK)):
             xi = x[i]
-            m = xi.dtype.type(_capped(row_max(xi), cap))
+            z = xi
+            if cap > 0.0:
+                _cap_into(xi, cap, s2)
+                z = s2
+            m = row_max(z)
             # T = sum w t', TX = sum w t' (x' - m), before the gradient overwrites x
             _smoothed_target(tg[i], eps, ec, w, tw)
             T = row_sum(tw)
@@ -562,15 +583,11 @@ def ce_prob(x, tg, w, eps, zl, cap, r, g, rl, rzl):
             # inf - inf), and the exp goes to the scratch row so that x is still there
             # (out=x) when it is read; the gradient's inf/NaN pattern is PyTorch's as is
             direct = not math.isfinite(T)
-            if cap > 0.0:
-                _cap_shifted(xi, cap, m, s2)
-                _weighted_shift(s2, 0.0, tw, s1)
-            else:
-                _weighted_shift(xi, m, tw, s1)
+            _weighted_shift(z, m, tw, s1)
             TX = row_sum(s1)
             buf = g[i] if (want_g and cap == 0.0 and not direct) else s2
             if cap > 0.0:
-                _exp_inplace(s2)
+                _exp_shifted(s2, m, s2, xi[:0])
             else:
                 _exp_shifted(xi, m, buf, _ahead(x, i))
             s = row_sum(buf)
