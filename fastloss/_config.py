@@ -324,7 +324,11 @@ def kernel(fn) -> Kernel:
     return Kernel(fn)
 
 
-_local = threading.local()
+class _Local(threading.local):
+    force = False  # a class default: no AttributeError on every call (see _core._Flag)
+
+
+_local = _Local()
 
 
 class force_parallel:
@@ -424,7 +428,7 @@ def pick(k: Kernel, work: int, rows: int = -1, threads: int | None = None):
         rows < PARALLEL_MIN_ROWS or work < PARALLEL_MIN_ROW_WORK
     )
     if small:
-        if not getattr(_local, "force", False):
+        if not _local.force:
             return k.serial
     n = _num_threads if threads is None else min(threads, numba.config.NUMBA_NUM_THREADS)
     if n <= 1 or _forked_omp:
@@ -432,7 +436,7 @@ def pick(k: Kernel, work: int, rows: int = -1, threads: int | None = None):
     if threading.current_thread() is not _main_thread and threading_layer() == "workqueue":
         return k.serial
     if _LAZY_PARALLEL and not _parallel_ready(k.parallel):
-        if not getattr(_local, "force", False):
+        if not _local.force:
             return _SerialNow(k)
     if numba.get_num_threads() != n:
         numba.set_num_threads(n)  # numba's setting is per Python thread

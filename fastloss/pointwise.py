@@ -41,6 +41,7 @@ import numpy as np
 
 from ._config import pick
 from ._core import (
+    LossResult,
     as_float_like,
     as_input,
     check_reduction,
@@ -81,6 +82,11 @@ _KL_REDUCTIONS = ("none", "sum", "mean", "batchmean")
 
 # --------------------------------------------------------------------------- machinery
 def _prepare(input, target, reduction, allowed=_REDUCTIONS):
+    if (type(input) is np.ndarray and type(target) is np.ndarray
+            and input.dtype in _EMPTY and target.dtype == input.dtype
+            and input.shape == target.shape and input.flags.c_contiguous
+            and target.flags.c_contiguous and reduction in allowed):
+        return readonly(input), readonly(target)  # what the checks below would give
     check_reduction(reduction, allowed)
     x = as_input(input)
     t = as_float_like(target, x, "target")
@@ -146,6 +152,9 @@ _EMPTY = {np.dtype(np.float32): np.empty(0, np.float32), np.dtype(np.float64): n
 
 def _run(kern, x, t, a=0.0, b=0.0, c=0.0, *, reduction, grad, out, wargs=(), on_bad=None):
     """Run an elementwise kernel and reduce: returns the LossResult."""
+    if out is None and 0 < x.size <= _k.BLOCK_ELEMS and (reduction == "mean"
+                                                         or reduction == "sum"):
+        return _run_block(kern, x, t, a, b, c, reduction == "mean", grad, wargs, on_bad)
     g = prepare_out(out, x, grad)
     x, t = unalias(out, x, t)
     wargs = unalias(out, *wargs)
@@ -190,6 +199,29 @@ def _run(kern, x, t, a=0.0, b=0.0, c=0.0, *, reduction, grad, out, wargs=(), on_
     else:
         loss = to_dtype(total, x.dtype)
     return finish(loss, g, grad, out)
+
+
+def _run_block(kern, x, t, a, b, c, mean, grad, wargs, on_bad):
+    """:func:`_run` for the common small call (one block, no ``out=``, a reduced loss):
+    the same kernel call and result with the per-call Python work cut down, since at a
+    few thousand elements that work, not the kernel, is the call's cost."""
+    dt = x.dtype
+    n = x.size
+    empty = _EMPTY[dt]
+    g = np.empty(n, dt) if grad else empty
+    partial = np.empty(1)
+    flags = np.empty(1, dtype=np.bool_)
+    p = np.array((a, b, c, 1.0 / n if mean else 1.0), dtype=dt)
+    flat = x.ndim == 1
+    pick(kern, n)(x if flat else x.reshape(-1), t if flat else t.reshape(-1), *wargs, p, 0, 1,
+                  empty, g, partial, flags)
+    if on_bad is not None and flags[0]:
+        on_bad(x, t)
+    total = float(partial[0])
+    loss = to_dtype(total / n if mean else total, dt)
+    if not grad:
+        return LossResult(loss, None)
+    return LossResult(loss, g if flat else g.reshape(x.shape))
 
 
 def _float_option(value, name):

@@ -64,3 +64,47 @@ def test_fast_path_out_buffers(dtype):
     ro.flags.writeable = False
     with pytest.raises(ValueError, match="read-only"):
         fl.cross_entropy(x, y, out=ro)
+
+
+# ------------------------------------------------------- elementwise: the one-block path
+def _elementwise():
+    from tests.registry import REGISTRY
+
+    return sorted(n for n, e in REGISTRY.items() if e["group"] != "softmax")
+
+
+@pytest.mark.parametrize("name", _elementwise())
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(1,), (1000,), (32, 128), (4096,), (4097,)])
+def test_one_block_path_equals_general_path(name, dtype, shape):
+    """A small call without ``out=`` (the one-block path, up to 4096 elements) gives the
+    bits of the general path, which an ``out=`` buffer forces."""
+    from tests.registry import REGISTRY
+
+    args, kw = REGISTRY[name]["inputs"](np.random.default_rng(3), shape, dtype)
+    f = getattr(fl, name)
+    for reduction in ("mean", "sum"):
+        lean = f(*args, **kw, reduction=reduction)
+        buf = np.empty(shape, dtype)
+        general = f(*args, **kw, reduction=reduction, out=buf)
+        assert general.grad is buf
+        assert type(lean.loss) is type(general.loss) and lean.loss.dtype == dtype
+        np.testing.assert_array_equal(lean.loss, general.loss)
+        assert lean.grad.shape == shape and lean.grad.dtype == dtype
+        np.testing.assert_array_equal(lean.grad, general.grad)
+        nog = f(*args, **kw, reduction=reduction, grad=False)
+        assert nog.grad is None
+        np.testing.assert_array_equal(nog.loss, general.loss)
+
+
+def test_one_block_path_keeps_the_domain_checks():
+    with pytest.raises(ValueError, match="between 0 and 1|in \\[0, 1\\]"):
+        fl.binary_cross_entropy(np.array([0.5, 1.5]), np.array([1.0, 0.0]))
+    with pytest.raises(ValueError, match="-1"):
+        fl.hinge_loss(np.array([0.5, 1.5]), np.array([1.0, 0.0]))
+    x = np.array([0.5, 1.5])
+    with pytest.raises(ValueError, match="shape"):
+        fl.mse_loss(x, np.zeros(3))
+    with pytest.raises(ValueError, match="reduction"):
+        fl.mse_loss(x, x, reduction="avg")
+    assert fl.mse_loss(np.empty(0), np.empty(0)).loss != fl.mse_loss(x, x).loss  # nan vs 0
