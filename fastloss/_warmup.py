@@ -94,7 +94,9 @@ def warmup(
                          partial(info.fn, *args, grad=False, **kwargs)]
                 if name == "cross_entropy":  # more classes than the few-class kernel takes
                     wide = (np.zeros((3, _WIDE), np.dtype(dt)), np.array([0, _WIDE - 1, 1]))
-                    calls += [partial(info.fn, *wide), partial(info.fn, *wide, grad=False)]
+                    calls += [partial(info.fn, *wide), partial(info.fn, *wide, grad=False),
+                              partial(info.fn, *wide, softcap=30.0),  # the capped build
+                              partial(info.fn, *wide, softcap=30.0, grad=False)]
             else:
                 calls = _objective_calls(name.split(":", 1)[1], np.dtype(dt))
             for call in calls:

@@ -313,7 +313,8 @@ def cross_entropy(
     rzl = np.empty(R, np.float64) if zl > 0.0 else _EMPTY_F64
     if prob:
         r = 1.0 / R if (mean and R) else 1.0
-        pick(K.ce_prob, R * C, R)(rows.x2, t2, w, eps, zl, cap, r, g2, rl, rzl)
+        kern = K.ce_prob_full if cap > 0.0 else K.ce_prob
+        pick(kern, R * C, R)(rows.x2, t2, w, eps, zl, cap, r, g2, rl, rzl)
         denom = nv = R
         total = row_sum(rl)
         ztotal = row_sum(rzl) if zl > 0.0 else 0.0
@@ -323,7 +324,8 @@ def cross_entropy(
                 rows.x2, y, w, ii, eps, zl, mean, g2, rl, rzl
             )
         else:
-            status, bad, denom, nv, total, ztotal = pick(K.ce_index, R * C, R)(
+            kern = K.ce_index_full if (cap > 0.0 or eps > 0.0) else K.ce_index
+            status, bad, denom, nv, total, ztotal = pick(kern, R * C, R)(
                 rows.x2, y, w, ii, eps, zl, cap, mean, g2, rl, rzl
             )
         _check_index_status(status, bad, C)

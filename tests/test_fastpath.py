@@ -108,3 +108,49 @@ def test_one_block_path_keeps_the_domain_checks():
     with pytest.raises(ValueError, match="reduction"):
         fl.mse_loss(x, x, reduction="avg")
     assert fl.mse_loss(np.empty(0), np.empty(0)).loss != fl.mse_loss(x, x).loss  # nan vs 0
+
+
+# -------------------------------------- cross-entropy: the plain and the full builds
+def test_plain_build_binds_no_op_helpers_and_full_build_the_real_ones():
+    from fastloss._kernels import softmax as K
+
+    for plain, full in ((K.ce_index, K.ce_index_full), (K.ce_prob, K.ce_prob_full)):
+        for build in ("serial", "parallel"):
+            gp = getattr(plain, build).py_func.__globals__
+            gf = getattr(full, build).py_func.__globals__
+            assert gp["CAP_INTO"] is K._no_cap_into and gf["CAP_INTO"] is K._cap_into
+            assert gp["CAPPED_GRAD"] is K._no_capped_grad
+            assert gf["CAPPED_GRAD"] is K._capped_grad
+    assert K.ce_index.serial.py_func.__globals__["SCALE_SUB_W"] is K._no_scale_sub_w
+    assert K.ce_index_full.serial.py_func.__globals__["SCALE_SUB_W"] is K._scale_sub_w
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_plain_build_equals_full_build_without_the_options(dtype, weighted):
+    """With label smoothing and softcap off, the full build's arithmetic is the plain
+    build's: the same bits (ignore_index, weights and z-loss included)."""
+    from fastloss._core import readonly
+    from fastloss._kernels import softmax as K
+
+    rng = np.random.default_rng(4)
+    R, C = 70, 300
+    x = readonly(rng.standard_normal((R, C)).astype(dtype))
+    y = rng.integers(0, C, R)
+    y[::9] = -100
+    y = readonly(y)
+    w = readonly(rng.random(C) + 0.5) if weighted else readonly(np.empty(0))
+    outs = []
+    for k in (K.ce_index.serial, K.ce_index_full.serial):
+        g = np.empty((R, C), dtype)
+        rl = np.empty(R)
+        rzl = np.empty(R)
+        res = k(x, y, w, -100, 0.0, 1e-3, 0.0, True, g, rl, rzl)
+        outs.append((res, g, rl, rzl))
+    (r0, g0, l0, z0), (r1, g1, l1, z1) = outs
+    assert r0 == r1
+    for a, b in ((g0, g1), (l0, l1), (z0, z1)):
+        np.testing.assert_array_equal(a, b)
+    # and the public call takes the full build only for the options
+    with_opts = fl.cross_entropy(np.asarray(x), np.asarray(y), label_smoothing=0.1)
+    assert np.isfinite(with_opts.loss)

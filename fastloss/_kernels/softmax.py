@@ -23,6 +23,7 @@ offending value).
 from __future__ import annotations
 
 import math
+import types as _pytypes
 
 import numpy as np
 from numba import prange
@@ -218,6 +219,76 @@ def _dcap(v, cap):
     return 1.0
 
 
+# The softcap's row helpers (tanh, its derivative) and label smoothing's are about half of
+# the cross-entropy kernels' compile time, and most calls use neither: those kernels are
+# built twice from one body, ``<name>`` with the no-op twins below bound to the names
+# CAP_INTO, CAPPED_GRAD, DCAP, EXP_SELF, SHIFT_W, SCALE_SUB and SCALE_SUB_W (which its
+# body calls only under ``cap > 0`` / ``eps > 0``), and ``<name>_full`` with the real
+# helpers.  The wrappers pick the build by the options.
+@rowfn
+def _no_cap_into(xi, cap, buf):
+    pass
+
+
+@rowfn
+def _no_capped_grad(gi, e, xi, cap, a, b, w, has_w):
+    pass
+
+
+@inline
+def _no_dcap(v, cap):
+    return 1.0
+
+
+@rowfn
+def _no_row(buf, m):
+    pass
+
+
+@rowfn
+def _no_shift_w(xi, m, w, out):
+    pass
+
+
+@rowfn
+def _no_scale_sub(gi, a, b):
+    pass
+
+
+@rowfn
+def _no_scale_sub_w(gi, e, a, b, w):
+    pass
+
+
+@rowfn
+def _exp_self(buf, m):
+    """buf[j] = exp(buf[j] - m)."""
+    _exp_shifted_same(buf, m, buf[:0])
+
+
+_PLAIN = dict(CAP_INTO=_no_cap_into, CAPPED_GRAD=_no_capped_grad, DCAP=_no_dcap,
+              EXP_SELF=_no_row, SHIFT_W=_no_shift_w, SCALE_SUB=_no_scale_sub,
+              SCALE_SUB_W=_no_scale_sub_w)
+_FULL = dict(CAP_INTO=_cap_into, CAPPED_GRAD=_capped_grad, DCAP=_dcap, EXP_SELF=_exp_self,
+             SHIFT_W=_weighted_shift, SCALE_SUB=_scale_sub, SCALE_SUB_W=_scale_sub_w)
+CAP_INTO = CAPPED_GRAD = DCAP = EXP_SELF = SHIFT_W = SCALE_SUB = SCALE_SUB_W = None
+CE_TERMS = None  # (bound per build)
+
+
+def _builds(body, name, **pairs):
+    """(plain, full) kernels of ``body``, see above; ``pairs``: more names bound to a
+    (plain, full) pair of helpers."""
+    out = []
+    for k, (suffix, bind) in enumerate((("", _PLAIN), ("_full", _FULL))):
+        bind = dict(bind, **{n: pair[k] for n, pair in pairs.items()})
+        fn = _pytypes.FunctionType(body.__code__, dict(body.__globals__, **bind), name + suffix)
+        fn.__qualname__ = name + suffix
+        fn.__module__ = body.__module__
+        fn.__doc__ = body.__doc__
+        out.append(kernel(fn))
+    return out
+
+
 # ----------------------------------------------------------------- cross-entropy (index)
 @inline
 def _targets(y, w, ignore_index, C):
@@ -345,8 +416,7 @@ def ce_index_small(x, y, w, ignore_index, eps, zl, mean, g, rl, rzl):
     return 0, 0, tw, nv, row_sum(rl), (row_sum(rzl) if zl > 0.0 else 0.0)
 
 
-@kernel
-def ce_index(x, y, w, ignore_index, eps, zl, cap, mean, g, rl, rzl):
+def _ce_index(x, y, w, ignore_index, eps, zl, cap, mean, g, rl, rzl):
     """Class-index cross-entropy with weights, ignore_index, label smoothing, z-loss and
     softcap.  Returns (status, bad_target, total_weight, n_valid, sum of rl, sum of rzl)."""
     R, C = x.shape
@@ -370,7 +440,7 @@ def ce_index(x, y, w, ignore_index, eps, zl, cap, mean, g, rl, rzl):
             # z: the logits, or with a softcap their capped values (in the scratch row)
             z = xi
             if cap > 0.0:
-                _cap_into(xi, cap, scratch)
+                CAP_INTO(xi, cap, scratch)
                 z = scratch
             m = row_max(z)
             # values the in-place gradient write would destroy (when out is input)
@@ -378,12 +448,12 @@ def ce_index(x, y, w, ignore_index, eps, zl, cap, mean, g, rl, rzl):
             zt = 0.0 if ignored else float(z[t])
             sw = 0.0
             if eps > 0.0 and not ignored:
-                _weighted_shift(z, m, w, s64)
+                SHIFT_W(z, m, w, s64)
                 sw = row_sum(s64)
             # exp pass: into the gradient row (scaled in place below) or a scratch row
             buf = g[i] if (want_g and cap == 0.0) else scratch
             if cap > 0.0:
-                _exp_shifted(scratch, m, scratch, xi[:0])
+                EXP_SELF(scratch, m)
             else:
                 _exp_shifted(xi, m, buf, _ahead(x, i))
             s = row_sum(buf)
@@ -409,20 +479,23 @@ def ce_index(x, y, w, ignore_index, eps, zl, cap, mean, g, rl, rzl):
                 gi = g[i]
                 a = ((wy * (1.0 - eps) + ec * W) * r + 2.0 * zl * lse * rz) / s
                 if cap > 0.0:
-                    _capped_grad(gi, scratch, xi, cap, a, ec * r, w, has_w)
+                    CAPPED_GRAD(gi, scratch, xi, cap, a, ec * r, w, has_w)
                 elif eps > 0.0 and has_w:
-                    _scale_sub_w(gi, gi, a, ec * r, w)
+                    SCALE_SUB_W(gi, gi, a, ec * r, w)
                 elif eps > 0.0:
-                    _scale_sub(gi, a, ec * r)
+                    SCALE_SUB(gi, a, ec * r)
                 else:
                     _scale(gi, a)
                 # the target's element in one float64 expression, softmax minus target
                 # before the cap's derivative: exactly 0 where the softmax is exactly 1
                 # (one class), as PyTorch's
                 gt = et * a - ec * r * (w[t] if has_w else 1.0) - wy * (1.0 - eps) * r
-                gi[t] = gt * _dcap(xt, cap)
+                gi[t] = gt * DCAP(xt, cap)
     # totals in a fixed order (saves the caller a NumPy reduction on small inputs)
     return 0, 0, tw, nv, row_sum(rl), (row_sum(rzl) if zl > 0.0 else 0.0)
+
+
+ce_index, ce_index_full = _builds(_ce_index, "ce_index", CE_TERMS=(None, None))
 
 
 # ------------------------------------------------- cross-entropy, class axis not last
@@ -541,24 +614,28 @@ def _smoothed_target(ti, eps, ec, w, out):
 
 @rowfn
 def _ce_terms(xi, cap, m, ls, tw):
-    """-sum_j tw_j (log_softmax_j) term by term, log_softmax_j = (z_j - m) - ls with z the
-    (soft-capped) logits: PyTorch's order, for rows whose weighted target sum is not
-    finite."""
+    """-sum_j tw_j (log_softmax_j) term by term, log_softmax_j = (x_j - m) - ls: PyTorch's
+    order, for rows whose weighted target sum is not finite."""
     mf = float(m)
     acc = 0.0
-    if cap > 0.0:
-        c = xi.dtype.type(cap)
-        ic = xi.dtype.type(1.0 / cap)
-        for j in range(xi.shape[0]):
-            acc -= ((float(_cap1(xi[j], c, ic)) - mf) - ls) * tw[j]
-        return acc
     for j in range(xi.shape[0]):
         acc -= ((float(xi[j]) - mf) - ls) * tw[j]
     return acc
 
 
-@kernel
-def ce_prob(x, tg, w, eps, zl, cap, r, g, rl, rzl):
+@rowfn
+def _ce_terms_capped(xi, cap, m, ls, tw):
+    """:func:`_ce_terms` of the soft-capped logits z (each from :func:`_cap1`)."""
+    mf = float(m)
+    acc = 0.0
+    c = xi.dtype.type(cap)
+    ic = xi.dtype.type(1.0 / cap)
+    for j in range(xi.shape[0]):
+        acc -= ((float(_cap1(xi[j], c, ic)) - mf) - ls) * tw[j]
+    return acc
+
+
+def _ce_prob(x, tg, w, eps, zl, cap, r, g, rl, rzl):
     """Cross-entropy with probability targets (PyTorch: smoothing t*(1-eps)+eps/C, then
     class weights; "mean" divides by the number of rows, passed in as ``r``)."""
     R, C = x.shape
@@ -572,7 +649,7 @@ def ce_prob(x, tg, w, eps, zl, cap, r, g, rl, rzl):
             xi = x[i]
             z = xi
             if cap > 0.0:
-                _cap_into(xi, cap, s2)
+                CAP_INTO(xi, cap, s2)
                 z = s2
             m = row_max(z)
             # T = sum w t', TX = sum w t' (x' - m), before the gradient overwrites x
@@ -587,23 +664,27 @@ def ce_prob(x, tg, w, eps, zl, cap, r, g, rl, rzl):
             TX = row_sum(s1)
             buf = g[i] if (want_g and cap == 0.0 and not direct) else s2
             if cap > 0.0:
-                _exp_shifted(s2, m, s2, xi[:0])
+                EXP_SELF(s2, m)
             else:
                 _exp_shifted(xi, m, buf, _ahead(x, i))
             s = row_sum(buf)
             ls = math.log(s)
             lse = float(m) + ls
-            rl[i] = _ce_terms(xi, cap, m, ls, tw) if direct else T * ls - TX
+            rl[i] = CE_TERMS(xi, cap, m, ls, tw) if direct else T * ls - TX
             if zl > 0.0:
                 rzl[i] = zl * lse * lse
             if want_g:
                 gi = g[i]
                 a = (T * r + 2.0 * zl * lse * r) / s
                 if cap > 0.0:
-                    _capped_grad(gi, s2, xi, cap, a, r, tw, True)
+                    CAPPED_GRAD(gi, s2, xi, cap, a, r, tw, True)
                 else:
                     _scale_sub_w(gi, buf, a, r, tw)
     return 0
+
+
+# (label smoothing in ce_prob is an affine map of the target: the build is by softcap)
+ce_prob, ce_prob_full = _builds(_ce_prob, "ce_prob", CE_TERMS=(_ce_terms, _ce_terms_capped))
 
 
 # ------------------------------------------------------------------------------- nll
