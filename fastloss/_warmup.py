@@ -15,6 +15,8 @@ _load_losses()  # every loss family registers itself in LOSSES
 
 __all__ = ["warmup"]
 
+_LINEAR_CE = "linear_cross_entropy"
+
 #: A row wider than the few-class cross-entropy kernel's limit (``SMALL_C``), so that warm-up
 #: also compiles the kernel of wide rows.
 _WIDE = 40
@@ -52,9 +54,11 @@ def warmup(
     """Compile the kernels of ``losses`` (default: all) for ``dtypes``, serial and
     (if ``parallel``) parallel builds, so the first real call does not pay the JIT.
 
-    ``losses`` holds loss names (``fl.LOSSES``) and boosting objectives as
+    ``losses`` holds loss names (``fl.LOSSES``), boosting objectives as
     ``"grad_hess:<objective>"`` (``fl.OBJECTIVES``; the kernels behind ``fl.grad_hess``,
-    ``fl.objective_loss`` and the booster adapters).  With the on-disk cache (default)
+    ``fl.objective_loss`` and the booster adapters) and ``"linear_cross_entropy"`` (the
+    fused linear + cross-entropy's own kernels; its loss kernels are
+    ``"cross_entropy"``'s).  With the on-disk cache (default)
     the compile happens once per machine and Numba version; later processes load
     machine code in milliseconds.
 
@@ -75,12 +79,11 @@ def warmup(
     from .boost import OBJECTIVES
 
     objectives = [f"grad_hess:{n}" for n in sorted(OBJECTIVES)]
-    names = sorted(LOSSES) + objectives if losses is None else list(losses)
-    unknown = [n for n in names if n not in LOSSES and n not in objectives]
+    valid = sorted(LOSSES) + objectives + [_LINEAR_CE]
+    names = valid if losses is None else list(losses)
+    unknown = [n for n in names if n not in valid]
     if unknown:
-        raise ValueError(
-            f"unknown loss(es) {unknown}; valid names are {sorted(LOSSES) + objectives}"
-        )
+        raise ValueError(f"unknown loss(es) {unknown}; valid names are {valid}")
     if processes > 1 and _CACHE and len(names) > 1:
         return _warmup_processes(names, list(dtypes), parallel, processes)
     spent = {}
@@ -97,6 +100,10 @@ def warmup(
                     calls += [partial(info.fn, *wide), partial(info.fn, *wide, grad=False),
                               partial(info.fn, *wide, softcap=30.0),  # the capped build
                               partial(info.fn, *wide, softcap=30.0, grad=False)]
+            elif name == _LINEAR_CE:
+                from .linear_ce import _warmup_calls
+
+                calls = _warmup_calls(np.dtype(dt))
             else:
                 calls = _objective_calls(name.split(":", 1)[1], np.dtype(dt))
             for call in calls:
