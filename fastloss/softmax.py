@@ -550,6 +550,23 @@ def nll_loss(
         >>> print(f"{fl.nll_loss(logp, np.array([1])).loss:.6f}")
         1.609438
     """
+    if (
+        out is None
+        and type(input) is np.ndarray
+        and type(target) is np.ndarray
+        and input.ndim == 2
+        and target.ndim == 1
+        and weight is None
+        and input.dtype in _FAST_DTYPES
+        and target.dtype == _INT64
+        and (reduction == "mean" or reduction == "sum")
+        and (axis == -1 or axis == 1)
+        and input.shape[0] == target.shape[0]
+        and input.flags.c_contiguous
+        and target.flags.c_contiguous
+    ):
+        return _nll_small_fast(input, target, _index_option(ignore_index), reduction == "mean",
+                               grad)
     (x,) = unalias(out, as_input(input))
     check_reduction(reduction)
     if x.ndim == 0:
@@ -574,15 +591,36 @@ def nll_loss(
     g2, g = rows.grad_buffer(out, x, grad)
     R = rows.x2.shape[0]
     rl = np.empty(R, np.float64)
-    status, bad, denom, _ = pick(K.nll, R * C, R)(
+    status, bad, denom, _, total = pick(K.nll, R * C, R)(
         rows.x2, y, w, _index_option(ignore_index), reduction == "mean", g2, rl
     )
     _check_index_status(status, bad, C)
     rows.scatter(g2, g)
-    return LossResult(_finish(rl, reduction, denom, x, ax), g)
+    return LossResult(_finish(rl, reduction, denom, x, ax, total), g)
 
 
-def _finish(rl, reduction, denom, x, ax):
+def _nll_small_fast(x, y, ignore_index, mean, grad):
+    """nll_loss's most common call (2-D log-probabilities, int64 labels, no weight or
+    ``out=``, a reduced loss) with the per-call Python work cut down: the general path's
+    kernel call and result (tests/test_fastpath.py)."""
+    R, C = x.shape
+    if not grad:
+        g = _EMPTY_2D[x.dtype]
+    elif x.nbytes < POOL.MIN_BYTES:
+        g = np.empty((R, C), x.dtype)
+    else:
+        g = POOL.empty(x.shape, x.dtype)
+    rl = np.empty(R, np.float64)
+    status, bad, denom, _, total = pick(K.nll, R * C, R)(
+        readonly(x), readonly(y), _NO_WEIGHT, ignore_index, mean, g, rl
+    )
+    if status:
+        _check_index_status(status, bad, C)
+    loss = to_dtype(_mean_div(total, denom) if mean else total, x.dtype)
+    return LossResult(loss, g if grad else None)
+
+
+def _finish(rl, reduction, denom, x, ax, total=None):
     """Reduce per-row losses: "none" keeps them (input shape minus the class axis),
     otherwise their fixed-order float64 sum, divided by ``denom`` for a mean (an empty
     batch has denom 0: nan, as PyTorch)."""
@@ -590,7 +628,8 @@ def _finish(rl, reduction, denom, x, ax):
         return array_to_dtype(rl, x.dtype).reshape(
             tuple(s for k, s in enumerate(x.shape) if k != ax)
         )
-    total = row_sum(rl)
+    if total is None:
+        total = row_sum(rl)
     if reduction == "sum":
         return to_dtype(total, x.dtype)
     return to_dtype(_mean_div(total, denom), x.dtype)

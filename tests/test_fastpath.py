@@ -154,3 +154,23 @@ def test_plain_build_equals_full_build_without_the_options(dtype, weighted):
     # and the public call takes the full build only for the options
     with_opts = fl.cross_entropy(np.asarray(x), np.asarray(y), label_smoothing=0.1)
     assert np.isfinite(with_opts.loss)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(0, 5), (1, 1), (32, 10), (257, 32), (3000, 700)])
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+def test_nll_fast_path_equals_general_path(dtype, shape, reduction):
+    rng = np.random.default_rng(5)
+    x = np.log(rng.random(shape)).astype(dtype)
+    y = rng.integers(0, shape[1], shape[0])
+    y[::4] = -100
+    fast = fl.nll_loss(x, y, reduction=reduction)  # int64 labels: fast path
+    general = fl.nll_loss(x, y.astype(np.int32), reduction=reduction)
+    assert fast.loss.dtype == dtype and type(fast.loss) is type(general.loss)
+    np.testing.assert_array_equal(fast.loss, general.loss)
+    np.testing.assert_array_equal(fast.grad, general.grad)
+    nog = fl.nll_loss(x, y, reduction=reduction, grad=False)
+    assert nog.grad is None and np.array_equal(nog.loss, fast.loss, equal_nan=True)
+    if shape[0]:
+        with pytest.raises(IndexError, match=f"Target {shape[1]} is out of bounds"):
+            fl.nll_loss(x, np.full(shape[0], shape[1]), reduction=reduction)

@@ -690,13 +690,14 @@ ce_prob, ce_prob_full = _builds(_ce_prob, "ce_prob", CE_TERMS=(_ce_terms, _ce_te
 # ------------------------------------------------------------------------------- nll
 @kernel
 def nll(x, y, w, ignore_index, mean, g, rl):
-    """Negative log-likelihood of log-probabilities.  Returns (status, bad, tw, nv)."""
+    """Negative log-likelihood of log-probabilities.  Returns (status, bad, tw, nv, sum of
+    rl)."""
     R, C = x.shape
     has_w = w.shape[0] > 0
     want_g = g.shape[0] > 0
     status, bad, tw, nv = _targets(y, w, ignore_index, C)
     if status != 0:
-        return status, bad, tw, nv
+        return status, bad, tw, nv, 0.0
     r = 1.0 / tw if mean else 1.0
     for b in prange(_nblocks(R)):
         for i in range(b * ROWS_PER_BLOCK, min(R, (b + 1) * ROWS_PER_BLOCK)):
@@ -711,7 +712,7 @@ def nll(x, y, w, ignore_index, mean, g, rl):
             if want_g:
                 _fill(g[i], 0.0)
                 g[i, t] = -wy * r
-    return 0, 0, tw, nv
+    return 0, 0, tw, nv, row_sum(rl)
 
 
 @kernel
