@@ -492,13 +492,16 @@ def _focal_limit(nf, args, kw):
     finite logit: ``ce * gamma * m**(gamma - 1) * dm`` is ``inf * 0`` there (PyTorch's
     autograd gives NaN too), while the derivative tends to 0 (``~ e**(-(1 + gamma)|x|)``);
     and the loss with a cancellation-free cross-entropy (torchvision's loses ``t x`` at
-    ``x = -1e30``, fastloss keeps it)."""
+    ``x = -1e30``, fastloss keeps it) and ``1 - p_t`` as the sum of its two non-negative
+    terms ``p (1 - t) + (1 - p) t``, as fastloss documents (torchvision's subtraction
+    ``1 - p_t`` is off by 1e-4 relative at ``t = 1e-12, x = -1e30``)."""
     x, t = (np.asarray(a, np.float64) for a in args[:2])
     _, g = nf(x, t, **kw)
     alpha, gamma = kw.get("alpha", 0.25), kw.get("gamma", 2.0)
     with np.errstate(all="ignore"):
         p = 1.0 / (1.0 + np.exp(-x))
-        m = 1 - (p * t + (1 - p) * (1 - t))
+        q = 1.0 / (1.0 + np.exp(x))  # 1 - p without the cancellation
+        m = p * (1 - t) + q * t
         # the loss with the cross-entropy in its cancellation-free form (as _bcel_stable)
         ce = t * (np.maximum(-x, 0) + np.log1p(np.exp(-np.abs(x)))) + (1 - t) * (
             np.maximum(x, 0) + np.log1p(np.exp(-np.abs(x))))
@@ -1514,3 +1517,13 @@ def test_softcap_large_next_to_the_logits(x, cap, dtype):
     loss, g = fl.cross_entropy(np.array(x, dtype), np.array([0]), softcap=cap)
     assert_close(loss, lt.detach().numpy(), dtype)
     assert_close(g, gt.numpy(), dtype)
+
+
+def test_sigmoid_focal_loss_keeps_one_minus_p_t_for_tiny_soft_targets():
+    """Found by the 10,000-example run: ``x = -1e30, t = 1e-12`` (alpha 0.25, gamma 2).
+    ``1 - p_t = t`` exactly there and the loss is ``(0.75 - 5e-13) * (t * 1e30) * t**2``;
+    torchvision's subtraction gives 1e-4 relative error, fastloss the exact value."""
+    res = fl.sigmoid_focal_loss(np.array([-1e30, 0.0]), np.array([1e-12, 0.0]),
+                                reduction="none")
+    exact = (0.75 - 0.5e-12) * 1e18 * 1e-24
+    assert abs(res.loss[0] - exact) <= 1e-15 * exact
