@@ -502,12 +502,13 @@ def _focal_limit(nf, args, kw):
         p = 1.0 / (1.0 + np.exp(-x))
         q = 1.0 / (1.0 + np.exp(x))  # 1 - p without the cancellation
         m = p * (1 - t) + q * t
+        m_ref = 1 - (p * t + (1 - p) * (1 - t))  # the reference gradient's own 1 - p_t
         # the loss with the cross-entropy in its cancellation-free form (as _bcel_stable)
         ce = t * (np.maximum(-x, 0) + np.log1p(np.exp(-np.abs(x)))) + (1 - t) * (
             np.maximum(x, 0) + np.log1p(np.exp(-np.abs(x))))
         a_t = alpha * t + (1 - alpha) * (1 - t) if alpha >= 0 else 1.0
         per = a_t * ce * m**gamma
-    fix = np.isfinite(x) & (m == 0) & np.isnan(g)
+    fix = np.isfinite(x) & (m_ref == 0) & np.isnan(g)
     g = np.where(fix, 0.0, g)
     red = kw.get("reduction", "mean")
     if red == "none":
