@@ -480,14 +480,7 @@ def _ce_small_fast(x, y, ignore_index, mean, grad, out):
     with the per-call Python work cut to the bone: the same kernel and checks as the
     general path, which it is tested against (tests/test_fastpath.py)."""
     R, C = x.shape
-    if out is not None:
-        g = prepare_out(out, x, grad)
-    elif not grad:
-        g = _EMPTY_2D[x.dtype]
-    elif x.nbytes < POOL.MIN_BYTES:
-        g = np.empty((R, C), x.dtype)
-    else:
-        g = POOL.empty(x.shape, x.dtype)
+    g = _fast_grad(x, grad) if out is None else prepare_out(out, x, grad)
     rl = np.empty(R, np.float64)
     k = K.ce_index_small.serial if R * C < PARALLEL_MIN_WORK else pick(K.ce_index_small, R * C)
     status, bad, denom, _, total, _ = k(
@@ -501,6 +494,15 @@ def _ce_small_fast(x, y, ignore_index, mean, grad, out):
 
 
 _EMPTY_2D = {dt: np.empty((0, 0), dt) for dt in _FAST_DTYPES}
+
+
+def _fast_grad(x, grad):
+    """A fast path's gradient buffer (no ``out=``): fresh, pooled when large."""
+    if not grad:
+        return _EMPTY_2D[x.dtype]
+    if x.nbytes < POOL.MIN_BYTES:
+        return np.empty(x.shape, x.dtype)
+    return POOL.empty(x.shape, x.dtype)
 
 
 def _mean_div(total, denom):
@@ -604,12 +606,7 @@ def _nll_small_fast(x, y, ignore_index, mean, grad):
     ``out=``, a reduced loss) with the per-call Python work cut down: the general path's
     kernel call and result (tests/test_fastpath.py)."""
     R, C = x.shape
-    if not grad:
-        g = _EMPTY_2D[x.dtype]
-    elif x.nbytes < POOL.MIN_BYTES:
-        g = np.empty((R, C), x.dtype)
-    else:
-        g = POOL.empty(x.shape, x.dtype)
+    g = _fast_grad(x, grad)
     rl = np.empty(R, np.float64)
     status, bad, denom, _, total = pick(K.nll, R * C, R)(
         readonly(x), readonly(y), _NO_WEIGHT, ignore_index, mean, g, rl
