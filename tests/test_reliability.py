@@ -342,18 +342,25 @@ def test_dask_and_cli_chunks_vs_whole(name, reduction, tmp_path, capsys):
 
 
 # ------------------------------------------------------------------------------ soak
-@pytest.mark.skipif(os.environ.get("FASTLOSS_SOAK", "") in ("", "0"),
-                    reason="opt-in: FASTLOSS_SOAK=1 (FASTLOSS_SOAK_SECONDS, default 600)")
+_LONG_SOAK = os.environ.get("FASTLOSS_SOAK", "") not in ("", "0")
+
+
 def test_soak():
-    seconds = float(os.environ.get("FASTLOSS_SOAK_SECONDS", 600))
+    """The soak: mixed calls from 8 threads.  The default run is a 15-second smoke test
+    (no error, no bitwise mismatch, no hung thread); ``FASTLOSS_SOAK=1`` runs the
+    10-minute version (``FASTLOSS_SOAK_SECONDS``), which also bounds the RSS growth."""
+    seconds = float(os.environ.get("FASTLOSS_SOAK_SECONDS", 600)) if _LONG_SOAK else 15.0
+    growth = "50" if _LONG_SOAK else "1e9"  # a short run's RSS still grows with compiles
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     p = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "soak.py"), "--duration", str(seconds),
-         "--json"],
+         "--json", "--max-growth-mb", growth],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=seconds * 3 + 600,
     )
     print(p.stderr[-5000:])
     assert p.returncode == 0, p.stderr[-5000:]
     summary = json.loads(p.stdout.strip().splitlines()[-1])
-    assert summary["errors"] == 0
-    assert summary["rss_growth_mb"] < 50
+    assert summary["errors"] == 0 and summary["mismatches"] == 0
+    assert not summary["hung_threads"] and summary["calls"] > 0
+    if _LONG_SOAK:
+        assert summary["rss_growth_mb"] < 50
