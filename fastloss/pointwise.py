@@ -136,7 +136,9 @@ def _weight_args(x, weight, pos_weight):
     per-row ``(N, 1)`` and full-shape operands are indexed in place; broadcasts that are
     none of these (e.g. ``(N, 1, C)`` weights on an ``(N, H, C)`` input) are expanded to
     the input's shape first (one input-sized copy)."""
-    one = readonly(np.ones(1, dtype=x.dtype))
+    one = _ONE[x.dtype]
+    if weight is None and pos_weight is None:  # what _split gives for two scalars
+        return one, one, np.array([x.size, 0, 0, 0, 0], dtype=np.int64)
     ops = [one if weight is None else weight, one if pos_weight is None else pos_weight]
     sp = _split(x.shape, ops)
     if sp is None:
@@ -148,13 +150,16 @@ def _weight_args(x, weight, pos_weight):
 
 
 _EMPTY = {np.dtype(np.float32): np.empty(0, np.float32), np.dtype(np.float64): np.empty(0)}
+_ONE = {dt: readonly(np.ones(1, dtype=dt)) for dt in _EMPTY}
 
 
 def _run(kern, x, t, a=0.0, b=0.0, c=0.0, *, reduction, grad, out, wargs=(), on_bad=None):
     """Run an elementwise kernel and reduce: returns the LossResult."""
-    if out is None and 0 < x.size <= _k.BLOCK_ELEMS and (reduction == "mean"
-                                                         or reduction == "sum"):
-        return _run_block(kern, x, t, a, b, c, reduction == "mean", grad, wargs, on_bad)
+    if out is None and 0 < x.size <= _k.BLOCK_ELEMS and reduction != "none":
+        # (a non-empty input: "batchmean" divides by x.shape[0] >= 1)
+        denom = x.size if reduction == "mean" else (
+            (x.shape[0] if x.ndim else 1) if reduction == "batchmean" else 0)
+        return _run_block(kern, x, t, a, b, c, denom, grad, wargs, on_bad)
     g = prepare_out(out, x, grad)
     x, t = unalias(out, x, t)
     wargs = unalias(out, *wargs)
@@ -201,24 +206,25 @@ def _run(kern, x, t, a=0.0, b=0.0, c=0.0, *, reduction, grad, out, wargs=(), on_
     return finish(loss, g, grad, out)
 
 
-def _run_block(kern, x, t, a, b, c, mean, grad, wargs, on_bad):
-    """:func:`_run` for the common small call (one block, no ``out=``, a reduced loss):
-    the same kernel call and result with the per-call Python work cut down, since at a
-    few thousand elements that work, not the kernel, is the call's cost."""
+def _run_block(kern, x, t, a, b, c, denom, grad, wargs, on_bad):
+    """:func:`_run` for the common small call (one block, no ``out=``, a reduced loss:
+    divided by ``denom``, or summed for 0): the same kernel call and result with the
+    per-call Python work cut down, since at a few thousand elements that work, not the
+    kernel, is the call's cost."""
     dt = x.dtype
     n = x.size
     empty = _EMPTY[dt]
     g = np.empty(n, dt) if grad else empty
     partial = np.empty(1)
     flags = np.empty(1, dtype=np.bool_)
-    p = np.array((a, b, c, 1.0 / n if mean else 1.0), dtype=dt)
+    p = np.array((a, b, c, 1.0 / denom if denom else 1.0), dtype=dt)
     flat = x.ndim == 1
     pick(kern, n)(x if flat else x.reshape(-1), t if flat else t.reshape(-1), *wargs, p, 0, 1,
                   empty, g, partial, flags)
     if on_bad is not None and flags[0]:
         on_bad(x, t)
     total = float(partial[0])
-    loss = to_dtype(total / n if mean else total, dt)
+    loss = to_dtype(total / denom if denom else total, dt)
     if not grad:
         return LossResult(loss, None)
     return LossResult(loss, g if flat else g.reshape(x.shape))
