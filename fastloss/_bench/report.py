@@ -275,7 +275,9 @@ def footnotes(meta) -> list[str]:
         f"{meta['plan']['min_rounds']}–{meta['plan']['max_rounds']} rounds per case. The "
         "default call allocates its gradient; `out=` writes it into a preallocated buffer; "
         "in place is `out=input` on a fresh copy of the input made (untimed) before each "
-        "timed call, since the call overwrites its input.",
+        "timed call, since the call overwrites its input; the `out=` call also reads a "
+        "fresh copy of its input made the same way, so both read an input that has just "
+        "been written.",
         "[^peers]: NumPy: float32, vectorised, in-place ufuncs, one thread (its BLAS, used "
         "for dot products, may use more); `fastloss._bench.numpy_impl`. PyTorch: `F.<loss>` "
         "(or the recipe marked ‡) on a fresh leaf `requires_grad_()`, then `.backward()`, "
