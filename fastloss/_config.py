@@ -298,6 +298,17 @@ def _prange_only() -> dict:
                 setitem=False, numpy=False, stencil=False, fusion=False)
 
 
+def instantiate(template, name, doc=None, **bind):
+    """A copy of ``template`` named ``name`` (its own qualname, hence its own cache
+    entries) whose globals are a snapshot of the template's with ``bind`` added: how one
+    body becomes several kernels (Numba resolves the bound names at compile time)."""
+    fn = _pytypes.FunctionType(template.__code__, dict(template.__globals__, **bind), name)
+    fn.__qualname__ = name
+    fn.__module__ = template.__module__
+    fn.__doc__ = template.__doc__ if doc is None else doc
+    return fn
+
+
 class Kernel:
     """A kernel compiled both ways; :func:`pick` chooses per call."""
 

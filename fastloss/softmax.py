@@ -225,22 +225,11 @@ def cross_entropy(
     See also: :func:`nll_loss`, :func:`softmax_focal_loss`, :func:`log_softmax`.
     """
     if (
-        type(input) is np.ndarray
-        and type(target) is np.ndarray
-        and input.ndim == 2
-        and target.ndim == 1
-        and weight is None
+        _plain_index_call(input, target, weight, reduction, axis)
         and not label_smoothing
         and not z_loss
         and softcap is None
-        and input.dtype in _FAST_DTYPES
-        and target.dtype == _INT64
-        and (reduction == "mean" or reduction == "sum")
-        and (axis == -1 or axis == 1)
-        and input.shape[0] == target.shape[0]
         and input.shape[1] <= K.SMALL_C
-        and input.flags.c_contiguous
-        and target.flags.c_contiguous
         and (out is None or not np.may_share_memory(out, input) or same_buffer(out, input))
     ):
         return _ce_small_fast(
@@ -475,6 +464,26 @@ _FAST_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 _INT64 = np.dtype(np.int64)
 
 
+def _plain_index_call(input, target, weight, reduction, axis) -> bool:
+    """The fast paths' common condition: C-contiguous 2-D float32/float64 ndarray input
+    with its classes last, 1-D int64 labels of its length, no class weight, and a
+    reduced loss (what the general path would check, convert and pass on unchanged)."""
+    return (
+        type(input) is np.ndarray
+        and type(target) is np.ndarray
+        and input.ndim == 2
+        and target.ndim == 1
+        and weight is None
+        and input.dtype in _FAST_DTYPES
+        and target.dtype == _INT64
+        and (reduction == "mean" or reduction == "sum")
+        and (axis == -1 or axis == 1)
+        and input.shape[0] == target.shape[0]
+        and input.flags.c_contiguous
+        and target.flags.c_contiguous
+    )
+
+
 def _ce_small_fast(x, y, ignore_index, mean, grad, out):
     """The most common small call (2-D logits with few classes, int64 labels, no options),
     with the per-call Python work cut to the bone: the same kernel and checks as the
@@ -552,21 +561,7 @@ def nll_loss(
         >>> print(f"{fl.nll_loss(logp, np.array([1])).loss:.6f}")
         1.609438
     """
-    if (
-        out is None
-        and type(input) is np.ndarray
-        and type(target) is np.ndarray
-        and input.ndim == 2
-        and target.ndim == 1
-        and weight is None
-        and input.dtype in _FAST_DTYPES
-        and target.dtype == _INT64
-        and (reduction == "mean" or reduction == "sum")
-        and (axis == -1 or axis == 1)
-        and input.shape[0] == target.shape[0]
-        and input.flags.c_contiguous
-        and target.flags.c_contiguous
-    ):
+    if out is None and _plain_index_call(input, target, weight, reduction, axis):
         return _nll_small_fast(input, target, _index_option(ignore_index), reduction == "mean",
                                grad)
     (x,) = unalias(out, as_input(input))

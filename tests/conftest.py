@@ -166,12 +166,17 @@ def torch_loss_and_grad(fn, x, *args, grad=True, **kw):
     ``grad`` is the gradient of ``loss.sum()`` w.r.t. ``x``, or ``None`` when ``grad=False``
     or the loss does not depend on ``x``.
     """
+    xt = _to_torch(np.asarray(x)).requires_grad_(grad)
+    return autograd_loss_and_grad(fn, xt, [_to_torch(a) for a in args],
+                                  {k: _to_torch(v) for k, v in kw.items()}, grad)
+
+
+def autograd_loss_and_grad(fn, xt, args, kw, grad):
+    """``fn(xt, *args, **kw)`` on tensors -> float64 NumPy ``(loss, d loss.sum() / d xt)``
+    (``None`` when ``grad=False``, zeros when the loss does not depend on ``xt``)."""
     import torch
 
-    xt = _to_torch(np.asarray(x)).requires_grad_(grad)
-    at = [_to_torch(a) for a in args]
-    kt = {k: _to_torch(v) for k, v in kw.items()}
-    out = fn(xt, *at, **kt)
+    out = fn(xt, *args, **kw)
     g = None
     if grad:
         if out.requires_grad:
@@ -180,6 +185,23 @@ def torch_loss_and_grad(fn, x, *args, grad=True, **kw):
         else:
             g = np.zeros(xt.shape)
     return out.detach().numpy().astype(np.float64), g
+
+
+def torchvision_sigmoid_focal_loss(x, t, alpha=0.25, gamma=2.0, reduction="mean"):
+    """``torchvision.ops.sigmoid_focal_loss`` transcribed (torchvision is not a
+    dependency), on tensors; ``alpha`` None or negative: no class weighting."""
+    import torch
+    import torch.nn.functional as F
+
+    p = torch.sigmoid(x)
+    ce = F.binary_cross_entropy_with_logits(x, t, reduction="none")
+    p_t = p * t + (1 - p) * (1 - t)
+    loss = ce * (1 - p_t) ** gamma
+    if alpha is not None and alpha >= 0:
+        loss = (alpha * t + (1 - alpha) * (1 - t)) * loss
+    if reduction == "none":
+        return loss
+    return loss.sum() if reduction == "sum" else loss.mean()
 
 
 # ------------------------------------------------------------------ finite differences

@@ -44,7 +44,7 @@ import fastloss as fl
 from tests import edges
 from tests import reference_pointwise as refp
 from tests import reference_softmax as refs
-from tests.conftest import assert_close
+from tests.conftest import assert_close, autograd_loss_and_grad, torchvision_sigmoid_focal_loss
 
 torch = pytest.importorskip("torch")
 F = torch.nn.functional
@@ -397,15 +397,8 @@ def _torch_ref(f, x, others, kw, grad=True, native=False):
         return a
 
     xt = conv(np.asarray(x)).requires_grad_(grad)
-    out = f(xt, *[conv(o) for o in others], **{k: conv(v) for k, v in kw.items()})
-    g = None
-    if grad:
-        if out.requires_grad:
-            (gt,) = torch.autograd.grad(out.sum(), xt, allow_unused=True)
-            g = np.zeros(xt.shape) if gt is None else gt.detach().numpy().astype(np.float64)
-        else:
-            g = np.zeros(xt.shape)
-    return out.detach().numpy().astype(np.float64), g
+    return autograd_loss_and_grad(f, xt, [conv(o) for o in others],
+                                  {k: conv(v) for k, v in kw.items()}, grad)
 
 
 def _reductions(name):
@@ -517,19 +510,6 @@ def _focal_limit(nf, args, kw):
     return (total if red == "sum" else (total / per.size if per.size else math.nan)), g
 
 
-def _torchvision_focal(x, t, alpha=0.25, gamma=2.0, reduction="mean"):
-    """torchvision.ops.sigmoid_focal_loss, transcribed (torchvision is not a dependency)."""
-    p = torch.sigmoid(x)
-    ce = F.binary_cross_entropy_with_logits(x, t, reduction="none")
-    pt = p * t + (1 - p) * (1 - t)
-    loss = ce * (1 - pt) ** gamma
-    if alpha >= 0:
-        loss = (alpha * t + (1 - alpha) * (1 - t)) * loss
-    if reduction == "none":
-        return loss
-    return loss.sum() if reduction == "sum" else loss.mean()
-
-
 ELEMENTWISE = {
     # name: (input kind, target kind, torch function or None, numpy ref, options)
     "mse_loss": ("real", "real", F.mse_loss, refp.mse_loss, {}),
@@ -543,7 +523,7 @@ ELEMENTWISE = {
                              refp.binary_cross_entropy, {}),
     "binary_cross_entropy_with_logits": ("real", "prob", F.binary_cross_entropy_with_logits,
                                          refp.binary_cross_entropy_with_logits, {}),
-    "sigmoid_focal_loss": ("real", "prob", _torchvision_focal, refp.sigmoid_focal_loss,
+    "sigmoid_focal_loss": ("real", "prob", torchvision_sigmoid_focal_loss, refp.sigmoid_focal_loss,
                            {"alpha": [0.25, 0.5, 0.0, 1.0, -1.0], "gamma": [0.0, 0.5, 1.0,
                                                                               2.0, 3.0]}),
     "soft_margin_loss": ("real", "pm1", F.soft_margin_loss, refp.soft_margin_loss, {}),
@@ -1220,12 +1200,7 @@ def _focal_derivatives(r, y, gamma, alpha):  # (autograd: inf * 0 = NaN at r = +
     """torchvision's sigmoid focal loss, differentiated twice by torch autograd (float64)."""
     rt = torch.tensor(np.asarray(r, np.float64), requires_grad=True)
     yt = torch.tensor(np.asarray(y, np.float64))
-    p = torch.sigmoid(rt)
-    ce = F.binary_cross_entropy_with_logits(rt, yt, reduction="none")
-    pt = p * yt + (1 - p) * (1 - yt)
-    loss = ce * (1 - pt) ** gamma
-    if alpha is not None:
-        loss = (alpha * yt + (1 - alpha) * (1 - yt)) * loss
+    loss = torchvision_sigmoid_focal_loss(rt, yt, alpha, gamma, reduction="none")
     (g,) = torch.autograd.grad(loss.sum(), rt, create_graph=True)
     (h,) = torch.autograd.grad(g.sum(), rt) if g.requires_grad else (torch.zeros_like(rt),)
     return g.detach().numpy(), h.numpy()

@@ -20,7 +20,7 @@ import torch.nn.functional as F  # noqa: E402
 import fastloss as fl  # noqa: E402
 import fastloss.torch as flt  # noqa: E402
 import fastloss.torch.nn as fltnn  # noqa: E402
-from tests.conftest import assert_close  # noqa: E402
+from tests.conftest import assert_close, torchvision_sigmoid_focal_loss  # noqa: E402
 
 F64, F32 = torch.float64, torch.float32
 DTYPES = [pytest.param(F64, id="f64"), pytest.param(F32, id="f32")]
@@ -88,17 +88,6 @@ def ref_softmax_focal_loss(x, t, weight=None, *, gamma=2.0, ignore_index=-100, a
     return _reduce(per, reduction)
 
 
-def ref_sigmoid_focal_loss(x, t, *, alpha=0.25, gamma=2.0, reduction="mean"):
-    # torchvision.ops.sigmoid_focal_loss
-    p = torch.sigmoid(x)
-    ce = F.binary_cross_entropy_with_logits(x, t, reduction="none")
-    p_t = p * t + (1 - p) * (1 - t)
-    loss = ce * (1 - p_t) ** gamma
-    if alpha >= 0:
-        loss = (alpha * t + (1 - alpha) * (1 - t)) * loss
-    return _reduce(loss, reduction)
-
-
 def ref_kl_div_with_logits(x, t, *, temperature=1.0, axis=-1, reduction="batchmean"):
     T = temperature
     ls, lt = torch.log_softmax(x / T, dim=axis), torch.log_softmax(t / T, dim=axis)
@@ -129,7 +118,7 @@ def _margin_ref(f):
 
 REFERENCES = {
     "softmax_focal_loss": ref_softmax_focal_loss,
-    "sigmoid_focal_loss": ref_sigmoid_focal_loss,
+    "sigmoid_focal_loss": torchvision_sigmoid_focal_loss,
     "kl_div_with_logits": ref_kl_div_with_logits,
     "js_div_with_logits": ref_js_div_with_logits,
     "softmax_entropy": ref_softmax_entropy,

@@ -48,13 +48,12 @@ losses from sharing a cache file.
 from __future__ import annotations
 
 import math
-import types as _pytypes
 
 import numpy as np
 from numba import prange, types
 from numba.extending import overload
 
-from .._config import inline, kernel, rowfn
+from .._config import inline, instantiate, kernel, rowfn
 from .._vmath import vexp, vexpm1, vlog, vlog1p, vlog1p_unit, vtanh
 
 #: Elements per block: the unit of parallel work and of the deterministic reduction.
@@ -211,11 +210,7 @@ def _wparallel_template(x, t, w, pw, geom, p, k0, k1, lout, g, partial, flags):
 
 
 def _instantiate(template, name, **bind):
-    fn = _pytypes.FunctionType(template.__code__, dict(template.__globals__, **bind), name)
-    fn.__qualname__ = name
-    fn.__module__ = __name__
-    fn.__doc__ = f"{template.__name__} instantiated for {name!r}"
-    return fn
+    return instantiate(template, name, f"{template.__name__} instantiated for {name!r}", **bind)
 
 
 class Elementwise:

@@ -23,12 +23,11 @@ offending value).
 from __future__ import annotations
 
 import math
-import types as _pytypes
 
 import numpy as np
 from numba import prange
 
-from .._config import inline, kernel, rowfn
+from .._config import inline, instantiate, kernel, rowfn
 from .._vmath import prefetch, row_max, row_sum, select, vexp_neg, vlog, vtanh
 
 #: Rows per parallel block (scratch buffers are allocated once per block).
@@ -281,11 +280,7 @@ def _builds(body, name, **pairs):
     out = []
     for k, (suffix, bind) in enumerate((("", _PLAIN), ("_full", _FULL))):
         bind = dict(bind, **{n: pair[k] for n, pair in pairs.items()})
-        fn = _pytypes.FunctionType(body.__code__, dict(body.__globals__, **bind), name + suffix)
-        fn.__qualname__ = name + suffix
-        fn.__module__ = body.__module__
-        fn.__doc__ = body.__doc__
-        out.append(kernel(fn))
+        out.append(kernel(instantiate(body, name + suffix, **bind)))
     return out
 
 
