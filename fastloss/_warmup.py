@@ -24,8 +24,8 @@ _WIDE = 40
 
 def _objective_calls(name, dt):
     """Tiny valid calls of objective ``name`` covering the layouts the adapters use:
-    C-ordered margins and outputs (XGBoost, CatBoost), and for softmax also F-ordered
-    float64 margins into F-ordered float32 buffers (LightGBM)."""
+    C-ordered margins and outputs (XGBoost), for softmax also F-ordered float64 margins
+    into F-ordered float32 buffers (LightGBM), and CatBoost's callbacks."""
     from .boost import grad_hess, objective_loss
 
     rng = np.random.default_rng(0)
@@ -45,6 +45,16 @@ def _objective_calls(name, dt):
         g = np.empty(x.shape, np.float32, order="F")
         h = np.empty(x.shape, np.float32, order="F")
         calls.append(partial(grad_hess, name, np.asfortranarray(x), y, grad_out=g, hess_out=h))
+    if dt == np.float64:  # CatBoost's own kernels: float64 margins, float32 labels, weights
+        from .catboost import ElementwiseObjective, SoftmaxObjective
+
+        if name == "softmax":
+            calls.append(partial(SoftmaxObjective({}, "full").calc_ders_multi, x[0], 1.0, 1.0))
+        else:
+            obj = ElementwiseObjective(name, 1, {})
+            y32, w32 = y.astype(np.float32), w.astype(np.float32)
+            calls += [partial(obj.calc_ders_range, x, y32, None),
+                      partial(obj.calc_ders_range, x, y32, w32)]
     return calls
 
 

@@ -309,6 +309,67 @@ def test_calc_ders_range_passes_options_and_handles_empty_blocks():
     assert empty.shape == (0, 2)
 
 
+_EXTREME_MARGINS = [1e20, -1e20, 1e3, -1e3, 37.5, -37.5, 232.9, 0.0, -0.0, np.nan, np.inf,
+                    -np.inf, 5e-324]
+
+
+@pytest.mark.parametrize("name", [n for n in fl.OBJECTIVES if n != "softmax"])
+@pytest.mark.parametrize("weighted", [False, True], ids=["unweighted", "weighted"])
+def test_calc_ders_range_kernel_path_equals_the_general_path(name, weighted):
+    # What CatBoost passes (float64 margins, float32 labels and weights) takes the one-call
+    # kernel; other dtypes and layouts fl.grad_hess's general path: bitwise the same.
+    rng = np.random.default_rng(11)
+    options = {"huber": {"delta": 0.7, "min_hess": 0.05}, "focal": {"gamma": 1.5, "alpha": 0.3},
+               "poisson": {"max_delta_step": 0.7}, "pseudo_huber": {"delta": 2.0}}.get(name, {})
+    obj = flcb.objective(name, **options)
+    for n in (1, 63, 500, 1000):
+        a, t = _elementwise_data(name, n, rng)
+        a[: len(_EXTREME_MARGINS)] = _EXTREME_MARGINS[:n]
+        w = rng.uniform(0.0, 3.0, n).astype(np.float32) if weighted else None
+        if weighted:
+            w[:2] = [0.0, -0.0][:n]
+        fast = obj.calc_ders_range(a, t, w)
+        assert fast.shape == (n, 2) and fast.dtype == np.float64
+        assert fast.base is not None and fast.base.shape == (2, n)  # the kernel's (2, n) rows
+        general = obj._general(a, t, w)
+        np.testing.assert_array_equal(fast, general)
+        # other dtypes / layouts: the general path, same values
+        np.testing.assert_array_equal(obj.calc_ders_range(a, t.astype(np.float64), w), general)
+        a2 = np.repeat(a, 2)[::2]  # a strided view of the same margins
+        np.testing.assert_array_equal(obj.calc_ders_range(a2, t, w), general)
+        g, h = fl.grad_hess(name, a, t, sample_weight=w, **options)
+        np.testing.assert_array_equal(fast, -np.column_stack([g, h]))
+
+
+def test_calc_ders_range_kernel_path_reports_the_first_bad_label():
+    a = np.zeros(700)
+    t = np.zeros(700, np.float32)
+    t[[411, 650]] = [1.5, np.nan]
+    with pytest.raises(ValueError, match="got 1.5 at index 411"):
+        flcb.objective("logistic").calc_ders_range(a, t, None)
+    t[411] = 0.5
+    with pytest.raises(ValueError, match="at index 650"):
+        flcb.objective("focal").calc_ders_range(a, t, np.ones(700, np.float32))
+
+
+def test_warmup_compiles_what_catboost_training_calls(binary, digits):
+    # CatBoost deep-copies the objective and passes writeable float64 / float32 views:
+    # fl.warmup's calls must hit the same kernel signatures, or training compiles again.
+    from fastloss._kernels.boost import ELEMENTWISE, softmax_row_ders
+
+    fl.warmup(["grad_hess:logistic", "grad_hess:softmax"], dtypes=["float64"], parallel=False)
+    ders = ELEMENTWISE["logistic"].ders
+    before = (len(ders.signatures), len(softmax_row_ders.signatures))
+    X, y, w = binary
+    for weights in (None, w):
+        fit_native(dict(BASE, iterations=2, loss_function=flcb.objective("logistic"),
+                        eval_metric="Logloss"), X, y, weights)
+    X, y, w = digits
+    fit_native(dict(BASE, iterations=1, loss_function=flcb.objective("softmax"),
+                    eval_metric="MultiClass", classes_count=10), X[:100], y[:100], w[:100])
+    assert (len(ders.signatures), len(softmax_row_ders.signatures)) == before
+
+
 def _softmax_rows(rng, K):
     rows = [rng.normal(0, 3, K) for _ in range(20)]
     rows.append(np.array([1e3] + [0.0] * (K - 1)))  # overflow-prone without the max shift
@@ -342,6 +403,26 @@ def test_calc_ders_multi_gradient_and_diagonal_are_the_core(K, options):
         np.testing.assert_allclose(der2, c * (np.outer(p, p) - np.diag(p)), rtol=1e-13,
                                    atol=1e-300)
         np.testing.assert_array_equal(der2, der2.T)
+
+
+@pytest.mark.parametrize("hessian", ["full", "diagonal"])
+def test_calc_ders_multi_returns_lists_for_any_array_like(hessian):
+    # CatBoost iterates the result; lists are its fastest input.  A list, a float32 or a
+    # strided margin vector gives the float64 view's values; weight None means 1.
+    obj = flcb.objective("softmax", hessian=hessian, label_smoothing=0.2)
+    a = np.array([0.5, -1.0, 2.0, 0.0])
+    der1, der2 = obj.calc_ders_multi(a, 2.0, None)
+    assert type(der1) is list and type(der2) is list and all(type(r) is list for r in der2)
+    assert len(der1) == 4 and [len(r) for r in der2] == [4] * 4
+    assert obj.calc_ders_multi(a, 2.0, 1.0) == (der1, der2)
+    assert obj.calc_ders_multi(a.tolist(), 2.0, 1.0) == (der1, der2)
+    assert obj.calc_ders_multi(np.repeat(a, 2)[::2], 2.0, 1.0) == (der1, der2)
+    a32 = a.astype(np.float32)
+    assert obj.calc_ders_multi(a32, 2.0, 1.0) == obj.calc_ders_multi(a32.astype(float), 2.0, 1.0)
+    w1, w2 = obj.calc_ders_multi(a, 2.0, -0.5)  # a negative weight scales both
+    np.testing.assert_allclose(w1, -0.5 * np.array(der1), rtol=1e-15)
+    np.testing.assert_allclose(w2, -0.5 * np.array(der2), rtol=1e-15, atol=1e-300)
+    np.testing.assert_array_equal(np.array(w2), np.array(w2).T)
 
 
 def test_calc_ders_multi_diagonal_hessian_is_the_core():

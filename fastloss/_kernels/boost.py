@@ -46,7 +46,14 @@ from .pointwise import (
     _sigmoid_e,
 )
 
-__all__ = ["BLOCK_ELEMS", "ELEMENTWISE", "Objective", "softmax_gh", "softmax_rows_per_block"]
+__all__ = [
+    "BLOCK_ELEMS",
+    "ELEMENTWISE",
+    "Objective",
+    "softmax_gh",
+    "softmax_row_ders",
+    "softmax_rows_per_block",
+]
 
 
 # ------------------------------------------------------------------------- templates
@@ -136,13 +143,46 @@ def _loss_parallel_template(x, y, w, p, k0, k1, lout, status):
         RANGE(x, y, w, p, k, k + 1, lout, status)
 
 
-class Objective:
-    """The two kernels of one elementwise objective: ``gh`` (weighted gradient and
-    hessian) and ``loss`` (weighted per-element losses)."""
+def _ders_template(x, y, w, p, d):
+    """CatBoost's ``calc_ders_range`` in one call: ``d[0] = -grad * w``, ``d[1] = -hess *
+    w`` (``w`` float32, or size 0 for none) for float64 margins ``x`` and float32 labels
+    ``y``, as CatBoost hands them over.  The values are those of the gradient template
+    with weights ``-w`` (``x * -1 == -x`` exactly).  Returns 0, or 1 + the index of the
+    first label outside the objective's domain."""
+    a = p[0]
+    b = p[1]
+    c = p[2]
+    n = x.size
+    g = d[0]
+    h = d[1]
+    weighted = w.size != 0
+    anybad = False
+    for j in range(n):
+        xj = x[j]
+        gj, hj, _, bad = ELEM(xj, F(xj, y[j]), a, b, c)
+        s = -F(xj, w[j]) if weighted else F(xj, -1.0)
+        g[j] = gj * s
+        h[j] = hj * s
+        anybad |= bad
+    if anybad:
+        for j in range(n):
+            xj = x[j]
+            _, _, _, bad = ELEM(xj, F(xj, y[j]), a, b, c)
+            if bad:
+                return j + 1
+    return 0
 
-    __slots__ = ("gh", "loss", "__name__")
+
+class Objective:
+    """The kernels of one elementwise objective: ``gh`` (weighted gradient and hessian),
+    ``loss`` (weighted per-element losses) and ``ders`` (CatBoost's negated pair)."""
+
+    __slots__ = ("gh", "loss", "ders", "__name__")
 
     def __init__(self, name, elem):
+        # (n,) float64 margins, float32 labels and weights -> CatBoost's (2, n) negated
+        # derivatives: one serial call per CatBoost block (compiled on first use)
+        self.ders = rowfn(_instantiate(_ders_template, f"{name}_ders", ELEM=elem))
         first_bad = rowfn(_instantiate(_first_bad_template, f"{name}_first_bad", ELEM=elem))
         self.gh = Elementwise(f"{name}_gh", _gh_range_template, _gh_parallel_template, elem,
                               _first_bad=first_bad)
@@ -388,6 +428,56 @@ def _softmax_range(x, xs, y, w, cw, p, K, R, k0, k1, g, gs, h, hs, lout, status)
 
 
 _softmax_serial = rowfn(_softmax_range)
+
+
+def _softmax_row_ders(a, k, c, p, full):
+    """CatBoost's ``calc_ders_multi`` for one object: the K margins ``a`` (float64), class
+    ``k``, weight ``c`` (sample weight times class weight), ``p = [hess_scale, eps,
+    min_hess]``.  Returns a ``(K + 1, K)`` float64 array: row 0 the negated gradient
+    ``(t - p) c`` with ``t = (1 - eps) onehot + eps / K``, rows 1.. the negated Hessian,
+    ``full``: ``-(diag(p) - p p^T) c`` (CatBoost's MultiClass; ``(r p_i)(r p_j)`` with ``r =
+    sqrt|c|`` is exactly symmetric), else ``-diag(max(hess_scale p (1 - p), min_hess)) c``.
+    ``p = e / sum(e)``, ``e = exp(a - max a)``: the formulas of :data:`softmax_gh`."""
+    K = a.size
+    out = np.zeros((K + 1, K))
+    pr = out[0]
+    m = a[0]
+    for i in range(1, K):
+        m = a[i] if a[i] > m else m
+    s = 0.0
+    for i in range(K):
+        e = np.exp(a[i] - m)
+        pr[i] = e
+        s += e
+    inv = 1.0 / s
+    for i in range(K):
+        pr[i] = pr[i] * inv
+    eps = p[1]
+    off = eps / K
+    if full:
+        r = np.sqrt(abs(c))
+        for i in range(K):
+            left = r * pr[i]
+            left = left if c >= 0.0 else -left
+            hrow = out[1 + i]
+            for j in range(K):
+                hrow[j] = left * (r * pr[j])
+            hrow[i] = pr[i] * (pr[i] - 1.0) * c
+    else:
+        hs = p[0]
+        mh = p[2]
+        for i in range(K):
+            hv = hs * pr[i] * (1.0 - pr[i])
+            hv = mh if mh > hv else hv
+            out[1 + i, i] = -hv * c
+    pk = pr[k]
+    for i in range(K):
+        pr[i] = (off - pr[i]) * c
+    pr[k] = (1.0 - eps + off - pk) * c
+    return out
+
+
+softmax_row_ders = rowfn(_softmax_row_ders)
 
 
 def _softmax_parallel(x, xs, y, w, cw, p, K, R, k0, k1, g, gs, h, hs, lout, status):
