@@ -215,12 +215,14 @@ def main(argv=None):
     ap.add_argument("--skip-kernels", action="store_true")
     ap.add_argument("-o", "--outdir", default=str(HERE / "results"))
     args = ap.parse_args(argv)
-    report = _load("report")
+    from fastloss._bench.machine import git_rev, machine_info
+    from fastloss._bench.timing import CpuMonitor
+
     outdir = pathlib.Path(args.outdir)
     outdir.mkdir(parents=True, exist_ok=True)
     fl.set_num_threads(2)
     kern, train = {}, {}
-    with report.CpuMonitor() as mon:
+    with CpuMonitor() as mon:
         if not args.skip_kernels:
             n = 100_000 if args.quick else 1_000_000
             for case, impls in kernel_cases(n=n):
@@ -231,9 +233,9 @@ def main(argv=None):
                 print(f"training: {case}", file=sys.stderr)
                 train[case] = time_interleaved(impls, rounds=1 if args.quick else 3)
     meta = {
-        "machine": report.machine_info(),
+        "machine": machine_info(),
         "fastloss": fl.__version__,
-        "git": report.git_rev(),
+        "git": git_rev(),
         "versions": _versions(),
         "threading_layer": fl.threading_layer(),
         "foreign_cores": None if mon.foreign_cores is None else round(mon.foreign_cores, 2),

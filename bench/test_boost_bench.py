@@ -66,3 +66,11 @@ def test_report_writes_markdown(tmp_path):
                        {"t": {"builtin": r, "fastloss": r, "numpy": r}})
     text = (tmp_path / "B.md").read_text()
     assert "| k |" in text and "| t |" in text and "(1.00×)" in text
+
+
+def test_main_runs_and_writes_both_files(tmp_path, capsys):
+    pytest.importorskip("sklearn")
+    _load("boost").main(["--quick", "--skip-training", "-o", str(tmp_path)])
+    assert "## `fl.grad_hess` against NumPy and scikit-learn" in (tmp_path / "BOOST.md").read_text()
+    assert (tmp_path / "boost.json").stat().st_size > 0
+    capsys.readouterr()
