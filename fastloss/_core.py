@@ -342,9 +342,14 @@ def to_dtype(value, dtype: np.dtype):
     if _totals.on:
         return np.float64(value)
     v = float(value)
-    if dtype == np.float32 and abs(v) >= _F32_ROUNDS_TO_INF and v == v:
+    if dtype is _F64_DTYPE:  # the identity test first: this runs once per small call
+        return np.float64(v)
+    if abs(v) >= _F32_ROUNDS_TO_INF and v == v and dtype == np.float32:
         v = math.copysign(math.inf, v)
     return dtype.type(v)
+
+
+_F64_DTYPE = np.dtype(np.float64)
 
 
 def array_to_dtype(a: np.ndarray, dtype: np.dtype) -> np.ndarray:

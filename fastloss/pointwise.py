@@ -39,7 +39,7 @@ import math
 
 import numpy as np
 
-from ._config import pick
+from ._config import _local, pick
 from ._core import (
     LossResult,
     as_float_like,
@@ -82,11 +82,14 @@ _KL_REDUCTIONS = ("none", "sum", "mean", "batchmean")
 
 # --------------------------------------------------------------------------- machinery
 def _prepare(input, target, reduction, allowed=_REDUCTIONS):
+    """The checked ``(input, target)``: C-contiguous arrays of one float dtype and shape.
+    They may be the caller's own (writeable) arrays: :func:`_run` makes read-only views
+    before any kernel call that needs them."""
     if (type(input) is np.ndarray and type(target) is np.ndarray
             and input.dtype in _EMPTY and target.dtype == input.dtype
             and input.shape == target.shape and input.flags.c_contiguous
             and target.flags.c_contiguous and reduction in allowed):
-        return readonly(input), readonly(target)  # what the checks below would give
+        return input, target  # what the checks below would give
     check_reduction(reduction, allowed)
     x = as_input(input)
     t = as_float_like(target, x, "target")
@@ -159,7 +162,15 @@ def _run(kern, x, t, a=0.0, b=0.0, c=0.0, *, reduction, grad, out, wargs=(), on_
         # (a non-empty input: "batchmean" divides by x.shape[0] >= 1)
         denom = x.size if reduction == "mean" else (
             (x.shape[0] if x.ndim else 1) if reduction == "batchmean" else 0)
-        return _run_block(kern, x, t, a, b, c, denom, grad, wargs, on_bad)
+        if not wargs and x.ndim == 1 and not _local.force:
+            # the latency case: one kernel call builds its own arguments and buffers
+            total, bad, g = kern.small(x, t, a, b, c, 1.0 / denom if denom else 1.0, grad)
+            if bad and on_bad is not None:
+                on_bad(x, t)
+            return LossResult(to_dtype(total / denom if denom else total, x.dtype),
+                              g if grad else None)
+        return _run_block(kern, readonly(x), readonly(t), a, b, c, denom, grad, wargs, on_bad)
+    x, t = readonly(x), readonly(t)
     g = prepare_out(out, x, grad)
     x, t = unalias(out, x, t)
     wargs = unalias(out, *wargs)

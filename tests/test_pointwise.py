@@ -624,16 +624,19 @@ def test_on_disk_cache_is_reused_per_loss(tmp_path):
         import numpy as np, fastloss as fl
         from fastloss._kernels import pointwise as K
         x = np.linspace(-2, 2, 10); t = np.zeros(10)
-        fl.mse_loss(x, t); fl.huber_loss(x, t)
+        fl.mse_loss(x, t); fl.huber_loss(x, t)  # 1-D: the one-call small build
+        fl.mse_loss(x.reshape(2, 5), t.reshape(2, 5))  # 2-D: the range function itself
+        fl.huber_loss(x.reshape(2, 5), t.reshape(2, 5))
         for k in (K.mse_loss, K.huber_loss):
-            s = k.serial.stats
-            print(k.__name__, len(s.cache_hits), len(s.cache_misses))
+            for build in (k.small, k.serial):
+                s = build.stats
+                print(k.__name__, len(s.cache_hits), len(s.cache_misses))
     """)
     env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path), FASTLOSS_CACHE="1")
     runs = [subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
                            text=True, check=True).stdout.split() for _ in range(2)]
-    assert runs[0] == ["mse_loss", "0", "1", "huber_loss", "0", "1"], runs[0]
-    assert runs[1] == ["mse_loss", "1", "0", "huber_loss", "1", "0"], runs[1]
+    assert runs[0] == ["mse_loss", "0", "1"] * 2 + ["huber_loss", "0", "1"] * 2, runs[0]
+    assert runs[1] == ["mse_loss", "1", "0"] * 2 + ["huber_loss", "1", "0"] * 2, runs[1]
 
 
 # ---------------------------------------------------------------------- properties

@@ -51,7 +51,7 @@ import math
 
 import numpy as np
 from numba import prange, types
-from numba.extending import overload
+from numba.extending import intrinsic, overload
 
 from .._config import inline, instantiate, kernel, rowfn
 from .._vmath import vexp, vexpm1, vlog, vlog1p, vlog1p_unit, vtanh
@@ -209,6 +209,41 @@ def _wparallel_template(x, t, w, pw, geom, p, k0, k1, lout, g, partial, flags):
         RANGE(x, t, w, pw, geom, p, k, k + 1, lout, g, partial, flags)
 
 
+@intrinsic
+def as_readonly(typingctx, arr):
+    """``arr`` typed as a read-only array (the same pointer and data model; one new
+    reference).  Lets a kernel take what the caller has, writeable or not, and call range
+    functions compiled for read-only inputs without a second specialisation of them."""
+    if not isinstance(arr, types.Array):
+        return None
+    sig = arr.copy(readonly=True)(arr)
+
+    def codegen(context, builder, signature, args):
+        context.nrt.incref(builder, signature.args[0], args[0])
+        return args[0]
+
+    return sig, codegen
+
+
+def _small_template(x, t, a, b, c, scale, grad):
+    """One call for a small 1-D input (at most one block, a reduced loss): builds the
+    arguments of the range function ``RANGE`` inside the kernel and returns ``(float64
+    sum of the losses, any bad element, gradient or a size-0 array)``.  The values are
+    those of the general call (``p`` rounded to the input dtype as NumPy rounds)."""
+    dt = x.dtype
+    p = np.empty(4, dtype=dt)
+    p[0] = a
+    p[1] = b
+    p[2] = c
+    p[3] = scale
+    g = np.empty(x.size if grad else 0, dtype=dt)
+    partial = np.empty(1)
+    flags = np.empty(1, dtype=np.bool_)
+    RANGE(as_readonly(x), as_readonly(t), p, np.int64(0), np.int64(1), np.empty(0, dtype=dt), g,
+          partial, flags)
+    return partial[0], flags[0], g
+
+
 def _instantiate(template, name, **bind):
     return instantiate(template, name, f"{template.__name__} instantiated for {name!r}", **bind)
 
@@ -219,12 +254,15 @@ class Elementwise:
     itself (one call covers every block); the parallel build runs it block by block in a
     ``prange``.  So the heavy per-element code is compiled once per dtype and shared."""
 
-    __slots__ = ("parallel", "serial", "__name__")
+    __slots__ = ("parallel", "serial", "small", "__name__")
 
-    def __init__(self, name, range_template, parallel_template, elem, **bind):
+    def __init__(self, name, range_template, parallel_template, elem, small=False, **bind):
         self.serial = rowfn(_instantiate(range_template, f"{name}_range", ELEM=elem, **bind))
         # kernel() supplies the project's parallel build (its serial twin is never used).
         self.parallel = kernel(_instantiate(parallel_template, name, RANGE=self.serial)).parallel
+        #: ``small(x, t, a, b, c, scale, grad)`` (unweighted kernels): one block in one call
+        self.small = (rowfn(_instantiate(_small_template, f"{name}_small", RANGE=self.serial))
+                      if small else None)
         self.__name__ = name
 
     def __repr__(self):
@@ -233,7 +271,7 @@ class Elementwise:
 
 def elementwise(name, elem):
     """Kernel for ``elem(x, t, a, b, c) -> (loss, grad, bad)``."""
-    return Elementwise(name, _range_template, _parallel_template, elem)
+    return Elementwise(name, _range_template, _parallel_template, elem, small=True)
 
 
 def weighted(name, elem):
