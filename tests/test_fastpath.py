@@ -25,6 +25,34 @@ def test_fast_path_equals_general_path(dtype, shape, reduction):
     assert nog.grad is None and np.array_equal(nog.loss, fast.loss, equal_nan=True)
 
 
+@pytest.mark.parametrize("fn", ["cross_entropy", "nll_loss"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_one_call_small_path_takes_read_only_inputs(fn, dtype):
+    """The small calls of cross_entropy / nll_loss make their buffers inside one kernel
+    call and take writeable and read-only logits and labels alike, with one compiled
+    serial kernel behind them (the general path's)."""
+    from fastloss._kernels import softmax as ks
+
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((40, 9)).astype(dtype)
+    x[3] = [np.nan] + [0.0] * 8
+    x[4, 2] = np.inf
+    y = rng.integers(0, 9, 40)
+    y[::6] = -100
+    f = getattr(fl, fn)
+    ref = f(x, y, out=np.empty_like(x))  # the general path
+    xr, yr = x.copy(), y.copy()
+    xr.flags.writeable = yr.flags.writeable = False
+    for xv, yv in ((x, y), (xr, y), (x, yr), (xr, yr)):
+        r = f(xv, yv)
+        assert type(r.loss) is type(ref.loss)
+        np.testing.assert_array_equal(r.loss, ref.loss)
+        np.testing.assert_array_equal(r.grad, ref.grad)
+    serial = (ks.ce_index_small if fn == "cross_entropy" else ks.nll).serial
+    name = np.dtype(dtype).name
+    assert len([s for s in serial.signatures if str(s[0].dtype) == name]) == 1
+
+
 def test_fast_path_errors():
     x = np.zeros((3, 4))
     with pytest.raises(IndexError, match="Target 4 is out of bounds for 4 classes"):

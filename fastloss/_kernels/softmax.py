@@ -29,6 +29,7 @@ from numba import prange
 
 from .._config import inline, instantiate, kernel, rowfn
 from .._vmath import prefetch, row_max, row_sum, select, vexp_neg, vlog, vtanh
+from .pointwise import as_readonly
 
 #: Rows per parallel block (scratch buffers are allocated once per block).
 ROWS_PER_BLOCK = 16
@@ -409,6 +410,34 @@ def ce_index_small(x, y, w, ignore_index, eps, zl, mean, g, rl, rzl):
                     gi[j] = eo[j] * a - bc * (w[j] if has_w else 1.0)
                 gi[t] = gi[t] - wy * (1.0 - eps) * r
     return 0, 0, tw, nv, row_sum(rl), (row_sum(rzl) if zl > 0.0 else 0.0)
+
+
+@rowfn
+def ce_index_small_call(x, y, ignore_index, mean, grad):
+    """:data:`ce_index_small` (serial) for the most common small call, with its arguments
+    and buffers made here: no class weight, label smoothing or z-loss; ``x`` and ``y`` as
+    the caller has them (writeable or not: :func:`as_readonly` keeps one compiled kernel).
+    Returns ``(status, bad_target, loss, g)``: the mean (IEEE division: 0/0 is NaN, as the
+    general path) or the sum in float64, and the gradient (``(0, 0)`` without ``grad``)."""
+    R, C = x.shape
+    g = np.empty((R, C) if grad else (0, 0), dtype=x.dtype)
+    rl = np.empty(R)
+    status, bad, tw, _, total, _ = _ce_index_small_serial(
+        as_readonly(x), as_readonly(y), as_readonly(np.empty(0)), ignore_index, 0.0, 0.0,
+        mean, g, rl, np.empty(0))
+    return status, bad, (total / tw if mean else total), g
+
+
+@rowfn
+def nll_small_call(x, y, ignore_index, mean, grad):
+    """:data:`nll` (serial) for the most common small call (no class weight), as
+    :func:`ce_index_small_call`."""
+    R, C = x.shape
+    g = np.empty((R, C) if grad else (0, 0), dtype=x.dtype)
+    rl = np.empty(R)
+    status, bad, tw, _, total = _nll_serial(
+        as_readonly(x), as_readonly(y), as_readonly(np.empty(0)), ignore_index, mean, g, rl)
+    return status, bad, (total / tw if mean else total), g
 
 
 def _ce_index(x, y, w, ignore_index, eps, zl, cap, mean, g, rl, rzl):
@@ -961,3 +990,8 @@ def softmax_rows(x, mode, out):
                     lse = np.nan if _has_nan(xi) else np.inf
                 out[i, 0] = lse
     return 0
+
+
+# the serial builds the one-call wrappers above call (Numba resolves globals, not attributes)
+_ce_index_small_serial = ce_index_small.serial
+_nll_serial = nll.serial
