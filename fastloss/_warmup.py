@@ -110,6 +110,9 @@ def warmup(
                     calls += [partial(info.fn, *wide), partial(info.fn, *wide, grad=False),
                               partial(info.fn, *wide, softcap=30.0),  # the capped build
                               partial(info.fn, *wide, softcap=30.0, grad=False)]
+                if name == "poisson_nll_loss":  # the default options have their own kernel
+                    calls += [partial(info.fn, *args, **kwargs, full=True),
+                              partial(info.fn, *args, **kwargs, full=True, grad=False)]
             elif name == _LINEAR_CE:
                 from .linear_ce import _warmup_calls
 

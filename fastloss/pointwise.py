@@ -162,11 +162,13 @@ def _run(kern, x, t, a=0.0, b=0.0, c=0.0, *, reduction, grad, out, wargs=(), on_
         # (a non-empty input: "batchmean" divides by x.shape[0] >= 1)
         denom = x.size if reduction == "mean" else (
             (x.shape[0] if x.ndim else 1) if reduction == "batchmean" else 0)
-        if not wargs and x.ndim == 1 and not _local.force:
+        if not wargs and not _local.force:
             # the latency case: one kernel call builds its own arguments and buffers
             total, bad, g = kern.small(x, t, a, b, c, 1.0 / denom if denom else 1.0, grad)
             if bad and on_bad is not None:
                 on_bad(x, t)
+            if grad and x.ndim != 1:
+                g = g.reshape(x.shape)
             return LossResult(to_dtype(total / denom if denom else total, x.dtype),
                               g if grad else None)
         return _run_block(kern, readonly(x), readonly(t), a, b, c, denom, grad, wargs, on_bad)
@@ -750,7 +752,9 @@ def poisson_nll_loss(input, target, *, log_input=True, full=False, eps=1e-8,
     """
     x, t = _prepare(input, target, reduction)
     eps = _float_option(eps, "eps")
-    return _run(_k.poisson_nll_loss, x, t, 1.0 if log_input else 0.0, 1.0 if full else 0.0, eps,
+    # the default options have a kernel of their own: no logarithms to compute and discard
+    kern = _k.poisson_nll_loss_log if (log_input and not full) else _k.poisson_nll_loss
+    return _run(kern, x, t, 1.0 if log_input else 0.0, 1.0 if full else 0.0, eps,
                 reduction=reduction, grad=grad, out=out)
 
 

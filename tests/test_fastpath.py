@@ -167,7 +167,7 @@ def test_small_path_takes_any_input_and_matches_the_general_path(name, dtype, tm
                 np.testing.assert_array_equal(lean[1], general[1], err_msg=label)
     for a, b in zip(args, before, strict=True):
         np.testing.assert_array_equal(a, b)
-    kern = getattr(_kpw, name, None)
+    kern = getattr(_kpw, {"poisson_nll_loss": "poisson_nll_loss_log"}.get(name, name), None)
     if kern is not None and kern.small is not None:
         # writeable and read-only callers share one range function (as_readonly)
         name32 = np.dtype(dtype).name
@@ -252,3 +252,23 @@ def test_nll_fast_path_equals_general_path(dtype, shape, reduction):
     if shape[0]:
         with pytest.raises(IndexError, match=f"Target {shape[1]} is out of bounds"):
             fl.nll_loss(x, np.full(shape[0], shape[1]), reduction=reduction)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n", [7, 5000])
+def test_poisson_default_kernel_equals_the_general_kernel(dtype, n):
+    """poisson_nll_loss's default options (log_input=True, full=False) run a kernel without
+    the logarithms of the other options: the same bits as the general kernel."""
+    from fastloss import pointwise as pw
+
+    rng = np.random.default_rng(9)
+    x = (rng.standard_normal(n) * 3).astype(dtype)
+    x[:4] = [np.nan, np.inf, -np.inf, 80.0]
+    t = rng.poisson(2.0, n).astype(dtype)
+    t[4:6] = [0.0, np.inf]
+    for reduction in ("none", "sum", "mean"):
+        fast = fl.poisson_nll_loss(x, t, reduction=reduction)
+        general = pw._run(_kpw.poisson_nll_loss, x, t, 1.0, 0.0, 1e-8, reduction=reduction,
+                          grad=True, out=None)
+        np.testing.assert_array_equal(fast.loss, general.loss)
+        np.testing.assert_array_equal(fast.grad, general.grad)

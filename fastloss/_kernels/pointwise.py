@@ -226,10 +226,11 @@ def as_readonly(typingctx, arr):
 
 
 def _small_template(x, t, a, b, c, scale, grad):
-    """One call for a small 1-D input (at most one block, a reduced loss): builds the
-    arguments of the range function ``RANGE`` inside the kernel and returns ``(float64
-    sum of the losses, any bad element, gradient or a size-0 array)``.  The values are
-    those of the general call (``p`` rounded to the input dtype as NumPy rounds)."""
+    """One call for a small C-contiguous input of any shape (at most one block, a reduced
+    loss): builds the arguments of the range function ``RANGE`` inside the kernel and
+    returns ``(float64 sum of the losses, any bad element, flat gradient or a size-0
+    array)``.  The values are those of the general call (``p`` rounded to the input dtype
+    as NumPy rounds)."""
     dt = x.dtype
     p = np.empty(4, dtype=dt)
     p[0] = a
@@ -239,8 +240,8 @@ def _small_template(x, t, a, b, c, scale, grad):
     g = np.empty(x.size if grad else 0, dtype=dt)
     partial = np.empty(1)
     flags = np.empty(1, dtype=np.bool_)
-    RANGE(as_readonly(x), as_readonly(t), p, np.int64(0), np.int64(1), np.empty(0, dtype=dt), g,
-          partial, flags)
+    RANGE(as_readonly(x.reshape(x.size)), as_readonly(t.reshape(t.size)), p, np.int64(0),
+          np.int64(1), np.empty(0, dtype=dt), g, partial, flags)
     return partial[0], flags[0], g
 
 
@@ -501,6 +502,16 @@ def _poisson_nll(x, t, log_input, full, eps):
     return loss + st, g, False
 
 
+@inline
+def _poisson_nll_log(x, t, a, b, c):
+    """:func:`_poisson_nll` for the default options (``log_input=True, full=False``):
+    ``e^x - t x`` and ``e^x - t`` without the other branches' two logarithms (a select
+    computes both sides).  The same values: the general form adds +0.0 to a loss that is
+    never -0.0."""
+    ex = vexp(x)
+    return ex - t * x, ex - t, False
+
+
 # ----------------------------------------------------------------- divergence family
 @inline
 def _kl_div(x, t, log_target, b, c):
@@ -529,6 +540,7 @@ squared_hinge_loss = elementwise("squared_hinge_loss", _squared_hinge)
 exponential_loss = elementwise("exponential_loss", _exponential)
 zero_one_loss = elementwise("zero_one_loss", _zero_one)
 poisson_nll_loss = elementwise("poisson_nll_loss", _poisson_nll)
+poisson_nll_loss_log = elementwise("poisson_nll_loss_log", _poisson_nll_log)
 kl_div = elementwise("kl_div", _kl_div)
 
 
