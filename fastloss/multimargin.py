@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import math
 import numbers
 
 import numpy as np
 
-from ._config import BLOCK, pick
+from ._config import BLOCK, PARALLEL_MIN_WORK, _local, pick
 from ._core import (
     LossResult,
     as_index_target,
@@ -20,7 +21,11 @@ from ._core import (
     to_dtype,
     unalias,
 )
-from ._kernels.multimargin import multi_margin
+from ._kernels.multimargin import multi_margin, multi_margin_small_call
+from ._vmath import row_sum
+
+_FAST_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+_INT64 = np.dtype(np.int64)
 
 __all__ = ["multi_margin_loss"]
 
@@ -105,6 +110,27 @@ def multi_margin_loss(
     See also:
         ``hinge_loss``, ``squared_hinge_loss`` (binary margins).
     """
+    if (
+        out is None
+        and weight is None
+        and type(input) is np.ndarray
+        and input.ndim == 2
+        and input.dtype in _FAST_DTYPES
+        and input.flags.c_contiguous
+        and 0 < input.shape[1]
+        and input.size < PARALLEL_MIN_WORK
+        and type(target) is np.ndarray
+        and target.dtype == _INT64
+        and target.shape == input.shape[:1]
+        and target.flags.c_contiguous
+        and type(p) is int
+        and (p == 1 or p == 2)
+        and type(margin) in (float, int)
+        and abs(margin) < 1e38  # no float32 overflow in the cast below
+        and (reduction == "mean" or reduction == "sum")
+        and not _local.force
+    ):
+        return _small_call(input, target, p, margin, reduction == "mean", grad)
     check_reduction(reduction)
     if isinstance(p, bool) or not isinstance(p, numbers.Real) or p not in (1, 2):
         raise ValueError(f"only p == 1 and p == 2 supported, got p={p!r}")
@@ -166,10 +192,23 @@ def multi_margin_loss(
         if reduction == "none":
             loss = losses.astype(x.dtype).reshape(t.shape)
         elif reduction == "sum":
-            loss = to_dtype(np.sum(losses), x.dtype)
+            loss = to_dtype(row_sum(losses), x.dtype)
         else:
-            loss = to_dtype(np.sum(losses) / n if n else np.nan, x.dtype)
+            loss = to_dtype(row_sum(losses) / n if n else np.nan, x.dtype)
     return finish(loss, g, grad, out)
+
+
+def _small_call(x, t, p, margin, mean, grad):
+    """The common small call (2-D C-contiguous scores, int64 labels, no weight or ``out=``,
+    a reduced loss) in one kernel call: the general path's kernel and values."""
+    n, c = x.shape
+    dt = x.dtype.type
+    gscale = dt(1.0 / (n * c)) if mean and n else dt(1.0 / c)
+    bad, total, g = multi_margin_small_call(x, t, dt(margin), p == 2, gscale, bool(grad))
+    if bad >= 0:
+        _raise_bad_target(t, c, bad)
+    loss = to_dtype((total / n if n else math.nan) if mean else total, x.dtype)
+    return LossResult(loss, g if grad else None)
 
 
 def _raise_bad_target(t, c, row):

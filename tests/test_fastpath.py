@@ -272,3 +272,37 @@ def test_poisson_default_kernel_equals_the_general_kernel(dtype, n):
                           grad=True, out=None)
         np.testing.assert_array_equal(fast.loss, general.loss)
         np.testing.assert_array_equal(fast.grad, general.grad)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(0, 4), (1, 1), (32, 10), (200, 40), (700, 45)])
+@pytest.mark.parametrize("p", [1, 2])
+def test_multi_margin_small_call_equals_general_path(dtype, shape, p):
+    """multi_margin_loss's small call (int64 labels, no weight or out=) is one kernel call:
+    the general path's bits (int32 labels take the general path), read-only inputs too,
+    and its bad-target error."""
+    rng = np.random.default_rng(10)
+    x = rng.standard_normal(shape).astype(dtype)
+    if x.size:
+        x.flat[::11] = np.inf
+        x.flat[5::13] = np.nan
+    y = rng.integers(0, shape[1], shape[0])
+    xr = x.copy()
+    xr.flags.writeable = False
+    for reduction in ("mean", "sum"):
+        general = fl.multi_margin_loss(x, y.astype(np.int32), p=p, margin=0.7,
+                                       reduction=reduction)
+        for xv in (x, xr):
+            for grad in (True, False):
+                r = fl.multi_margin_loss(xv, y, p=p, margin=0.7, reduction=reduction, grad=grad)
+                assert type(r.loss) is type(general.loss)
+                np.testing.assert_array_equal(r.loss, general.loss)
+                if grad:
+                    np.testing.assert_array_equal(r.grad, general.grad)
+                else:
+                    assert r.grad is None
+    if shape[0] > 1:
+        bad = y.copy()
+        bad[-1] = shape[1]
+        with pytest.raises(IndexError, match=f"Target {shape[1]} is out of bounds"):
+            fl.multi_margin_loss(x, bad, p=p)

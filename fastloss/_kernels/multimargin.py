@@ -32,9 +32,11 @@ from __future__ import annotations
 import numpy as np
 from numba import prange
 
-from .._config import BLOCK, inline, kernel
+from .._config import BLOCK, inline, kernel, rowfn
+from .._vmath import row_sum
+from .pointwise import as_readonly
 
-__all__ = ["multi_margin", "WIDE"]
+__all__ = ["multi_margin", "multi_margin_small_call", "WIDE"]
 
 #: Rows at least this long take the vectorised two-loop path.
 WIDE = 32
@@ -126,3 +128,26 @@ def multi_margin(x, t, w, margin, p2, gscale, want_grad, losses, g, status):
                         acc += np.float64(h if on else zero)
                 losses[i] = acc / c
         status[b] = bad
+
+
+_multi_margin_serial = multi_margin.serial  # Numba resolves globals, not attributes
+
+
+@rowfn
+def multi_margin_small_call(x, t, margin, p2, gscale, want_grad):
+    """The serial kernel for a small call without class weights or ``out=``, with its
+    buffers made here and ``x``, ``t`` as the caller has them (:func:`as_readonly`: one
+    compiled kernel).  Returns ``(first bad row or -1, float64 sum of the per-row losses
+    (row_sum, as the general path), gradient or a (0, 0) array)``."""
+    n, c = x.shape
+    losses = np.empty(n)
+    status = np.empty((n + BLOCK - 1) // BLOCK, dtype=np.int64)
+    g = np.empty((n, c) if want_grad else (0, 0), dtype=x.dtype)
+    _multi_margin_serial(as_readonly(x), as_readonly(t), as_readonly(np.ones(c, dtype=x.dtype)),
+                         margin, p2, gscale, want_grad, losses, g, status)
+    bad = -1
+    for b in range(status.shape[0]):
+        if status[b] >= 0:
+            bad = status[b]
+            break
+    return bad, row_sum(losses), g
