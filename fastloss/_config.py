@@ -33,6 +33,8 @@ import types as _pytypes
 
 import numba
 from numba.core import caching as _caching
+from numba.core import types as _nbtypes
+from numba.extending import intrinsic
 
 try:
     import fcntl
@@ -309,6 +311,22 @@ def instantiate(template, name, doc=None, **bind):
     return fn
 
 
+@intrinsic
+def as_readonly(typingctx, arr):
+    """``arr`` typed as a read-only array (the same pointer and data model; one new
+    reference).  Lets a kernel take what the caller has, writeable or not, and call range
+    functions compiled for read-only inputs without a second specialisation of them."""
+    if not isinstance(arr, _nbtypes.Array):
+        return None
+    sig = arr.copy(readonly=True)(arr)
+
+    def codegen(context, builder, signature, args):
+        context.nrt.incref(builder, signature.args[0], args[0])
+        return args[0]
+
+    return sig, codegen
+
+
 class Kernel:
     """A kernel compiled both ways; :func:`pick` chooses per call."""
 
@@ -432,15 +450,21 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(before=wait_for_compiles)
 
 
-def pick(k: Kernel, work: int, rows: int = -1, threads: int | None = None):
-    """The build to run for ``work`` elements (in ``rows`` rows, for row kernels) from
-    the calling thread, with at most ``threads`` threads (default: :func:`get_num_threads`)."""
+def runs_serial(work: int, rows: int = -1) -> bool:
+    """True when :func:`pick` runs the serial build for this size whatever the thread
+    count (too small to thread, and not inside :func:`force_parallel`): the condition of
+    the small calls that run the serial build in one kernel call of their own."""
     small = work < PARALLEL_MIN_WORK if rows < 0 else (
         rows < PARALLEL_MIN_ROWS or work < PARALLEL_MIN_ROW_WORK
     )
-    if small:
-        if not _local.force:
-            return k.serial
+    return small and not _local.force
+
+
+def pick(k: Kernel, work: int, rows: int = -1, threads: int | None = None):
+    """The build to run for ``work`` elements (in ``rows`` rows, for row kernels) from
+    the calling thread, with at most ``threads`` threads (default: :func:`get_num_threads`)."""
+    if runs_serial(work, rows):
+        return k.serial
     n = _num_threads if threads is None else min(threads, numba.config.NUMBA_NUM_THREADS)
     if n <= 1 or _forked_omp:
         return k.serial

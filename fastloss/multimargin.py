@@ -7,7 +7,7 @@ import numbers
 
 import numpy as np
 
-from ._config import BLOCK, PARALLEL_MIN_WORK, _local, pick
+from ._config import BLOCK, pick, runs_serial
 from ._core import (
     LossResult,
     as_index_target,
@@ -118,7 +118,6 @@ def multi_margin_loss(
         and input.dtype in _FAST_DTYPES
         and input.flags.c_contiguous
         and 0 < input.shape[1]
-        and input.size < PARALLEL_MIN_WORK
         and type(target) is np.ndarray
         and target.dtype == _INT64
         and target.shape == input.shape[:1]
@@ -128,7 +127,7 @@ def multi_margin_loss(
         and type(margin) in (float, int)
         and abs(margin) < 1e38  # no float32 overflow in the cast below
         and (reduction == "mean" or reduction == "sum")
-        and not _local.force
+        and runs_serial(input.size)  # what pick() runs below: the serial build
     ):
         return _small_call(input, target, p, margin, reduction == "mean", grad)
     check_reduction(reduction)

@@ -17,7 +17,7 @@ import math
 
 import numpy as np
 
-from ._config import PARALLEL_MIN_ROW_WORK, PARALLEL_MIN_ROWS, PARALLEL_MIN_WORK, _local, pick
+from ._config import PARALLEL_MIN_WORK, pick, runs_serial
 from ._core import (
     POOL,
     LossResult,
@@ -489,7 +489,7 @@ def _ce_small_fast(x, y, ignore_index, mean, grad, out):
     with the per-call Python work cut to the bone: the same kernel and checks as the
     general path, which it is tested against (tests/test_fastpath.py)."""
     R, C = x.shape
-    if out is None and R * C < PARALLEL_MIN_WORK and not _local.force:
+    if out is None and runs_serial(R * C):
         # one kernel call that makes its own buffers (the latency case)
         status, bad, loss, g = K.ce_index_small_call(x, y, ignore_index, mean, grad)
         if status:
@@ -607,12 +607,11 @@ def _nll_small_fast(x, y, ignore_index, mean, grad):
     ``out=``, a reduced loss) with the per-call Python work cut down: the general path's
     kernel call and result (tests/test_fastpath.py)."""
     R, C = x.shape
-    if (R < PARALLEL_MIN_ROWS or R * C < PARALLEL_MIN_ROW_WORK) and x.nbytes < POOL.MIN_BYTES:
-        if not _local.force:  # what pick() would run: the serial build, in one call
-            status, bad, loss, g = K.nll_small_call(x, y, ignore_index, mean, grad)
-            if status:
-                _check_index_status(status, bad, C)
-            return LossResult(to_dtype(loss, x.dtype), g if grad else None)
+    if runs_serial(R * C, R) and x.nbytes < POOL.MIN_BYTES:  # pick()'s serial build, in one call
+        status, bad, loss, g = K.nll_small_call(x, y, ignore_index, mean, grad)
+        if status:
+            _check_index_status(status, bad, C)
+        return LossResult(to_dtype(loss, x.dtype), g if grad else None)
     g = _fast_grad(x, grad)
     rl = np.empty(R, np.float64)
     status, bad, denom, _, total = pick(K.nll, R * C, R)(

@@ -32,9 +32,8 @@ from __future__ import annotations
 import numpy as np
 from numba import prange
 
-from .._config import BLOCK, inline, kernel, rowfn
+from .._config import BLOCK, as_readonly, inline, kernel, rowfn
 from .._vmath import row_sum
-from .pointwise import as_readonly
 
 __all__ = ["multi_margin", "multi_margin_small_call", "WIDE"]
 

@@ -51,9 +51,9 @@ import math
 
 import numpy as np
 from numba import prange, types
-from numba.extending import intrinsic, overload
+from numba.extending import overload
 
-from .._config import inline, instantiate, kernel, rowfn
+from .._config import as_readonly, inline, instantiate, kernel, rowfn
 from .._vmath import vexp, vexpm1, vlog, vlog1p, vlog1p_unit, vtanh
 
 #: Elements per block: the unit of parallel work and of the deterministic reduction.
@@ -207,22 +207,6 @@ def _wrange_template(x, t, w, pw, geom, p, k0, k1, lout, g, partial, flags):
 def _wparallel_template(x, t, w, pw, geom, p, k0, k1, lout, g, partial, flags):
     for k in prange(k0, k1):
         RANGE(x, t, w, pw, geom, p, k, k + 1, lout, g, partial, flags)
-
-
-@intrinsic
-def as_readonly(typingctx, arr):
-    """``arr`` typed as a read-only array (the same pointer and data model; one new
-    reference).  Lets a kernel take what the caller has, writeable or not, and call range
-    functions compiled for read-only inputs without a second specialisation of them."""
-    if not isinstance(arr, types.Array):
-        return None
-    sig = arr.copy(readonly=True)(arr)
-
-    def codegen(context, builder, signature, args):
-        context.nrt.incref(builder, signature.args[0], args[0])
-        return args[0]
-
-    return sig, codegen
 
 
 def _small_template(x, t, a, b, c, scale, grad):

@@ -27,9 +27,8 @@ import math
 import numpy as np
 from numba import prange
 
-from .._config import inline, instantiate, kernel, rowfn
+from .._config import as_readonly, inline, instantiate, kernel, rowfn
 from .._vmath import prefetch, row_max, row_sum, select, vexp_neg, vlog, vtanh
-from .pointwise import as_readonly
 
 #: Rows per parallel block (scratch buffers are allocated once per block).
 ROWS_PER_BLOCK = 16
