@@ -342,7 +342,10 @@ def to_dtype(value, dtype: np.dtype):
     if _totals.on:
         return np.float64(value)
     v = float(value)
-    if dtype is _F64_DTYPE:  # the identity test first: this runs once per small call
+    # the identity tests first: this runs once per small call
+    if dtype is _F32_DTYPE and -_F32_ROUNDS_TO_INF < v < _F32_ROUNDS_TO_INF:
+        return _F32_TYPE(v)  # (NaN fails both comparisons: the general path below)
+    if dtype is _F64_DTYPE:
         return np.float64(v)
     if abs(v) >= _F32_ROUNDS_TO_INF and v == v and dtype == np.float32:
         v = math.copysign(math.inf, v)
@@ -350,6 +353,8 @@ def to_dtype(value, dtype: np.dtype):
 
 
 _F64_DTYPE = np.dtype(np.float64)
+_F32_DTYPE = np.dtype(np.float32)
+_F32_TYPE = np.float32
 
 
 def array_to_dtype(a: np.ndarray, dtype: np.dtype) -> np.ndarray:
@@ -360,8 +365,17 @@ def array_to_dtype(a: np.ndarray, dtype: np.dtype) -> np.ndarray:
         return a.astype(dtype)
 
 
+_tuple_new = tuple.__new__  # LossResult(a, b) without NamedTuple's Python-level __new__
+
+
 def finish(loss, g: np.ndarray, grad: bool, out) -> LossResult:
     """Wrap the result; returns the caller's own ``out`` object as ``grad``."""
     if not grad:
-        return LossResult(loss, None)
-    return LossResult(loss, out if out is not None else g)
+        return _tuple_new(LossResult, (loss, None))
+    return _tuple_new(LossResult, (loss, out if out is not None else g))
+
+
+def small_result(value, dtype: np.dtype, g, grad: bool) -> LossResult:
+    """A small call's result: the float64 total as a scalar of ``dtype`` (:func:`to_dtype`)
+    and the gradient (``None`` without ``grad``)."""
+    return _tuple_new(LossResult, (to_dtype(value, dtype), g if grad else None))

@@ -50,6 +50,7 @@ from ._core import (
     prepare_out,
     readonly,
     register,
+    small_result,
     to_dtype,
     unalias,
 )
@@ -169,8 +170,7 @@ def _run(kern, x, t, a=0.0, b=0.0, c=0.0, *, reduction, grad, out, wargs=(), on_
                 on_bad(x, t)
             if grad and x.ndim != 1:
                 g = g.reshape(x.shape)
-            return LossResult(to_dtype(total / denom if denom else total, x.dtype),
-                              g if grad else None)
+            return small_result(total / denom if denom else total, x.dtype, g, grad)
         return _run_block(kern, readonly(x), readonly(t), a, b, c, denom, grad, wargs, on_bad)
     x, t = readonly(x), readonly(t)
     g = prepare_out(out, x, grad)

@@ -32,6 +32,7 @@ from ._core import (
     readonly,
     register,
     same_buffer,
+    small_result,
     target_out_of_bounds,
     to_dtype,
     unalias,
@@ -138,6 +139,8 @@ def _check_index_status(status, bad, C):
 
 def _index_option(value) -> int:
     """``ignore_index`` as an int; PyTorch's TypeError for anything but an integer."""
+    if type(value) is int and -(2**63) <= value < 2**63:  # the common case, first
+        return value
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
         raise TypeError(f"ignore_index must be an integer, got {value!r}")
     v = int(value)
@@ -494,7 +497,7 @@ def _ce_small_fast(x, y, ignore_index, mean, grad, out):
         status, bad, loss, g = K.ce_index_small_call(x, y, ignore_index, mean, grad)
         if status:
             _check_index_status(status, bad, C)
-        return LossResult(to_dtype(loss, x.dtype), g if grad else None)
+        return small_result(loss, x.dtype, g, grad)
     g = _fast_grad(x, grad) if out is None else prepare_out(out, x, grad)
     rl = np.empty(R, np.float64)
     k = K.ce_index_small.serial if R * C < PARALLEL_MIN_WORK else pick(K.ce_index_small, R * C)
@@ -611,7 +614,7 @@ def _nll_small_fast(x, y, ignore_index, mean, grad):
         status, bad, loss, g = K.nll_small_call(x, y, ignore_index, mean, grad)
         if status:
             _check_index_status(status, bad, C)
-        return LossResult(to_dtype(loss, x.dtype), g if grad else None)
+        return small_result(loss, x.dtype, g, grad)
     g = _fast_grad(x, grad)
     rl = np.empty(R, np.float64)
     status, bad, denom, _, total = pick(K.nll, R * C, R)(

@@ -1,5 +1,8 @@
 """cross_entropy's small-call fast path gives the same bits as the general path."""
 
+import math
+import warnings
+
 import numpy as np
 import pytest
 
@@ -306,3 +309,32 @@ def test_multi_margin_small_call_equals_general_path(dtype, shape, p):
         bad[-1] = shape[1]
         with pytest.raises(IndexError, match=f"Target {shape[1]} is out of bounds"):
             fl.multi_margin_loss(x, bad, p=p)
+
+
+@pytest.mark.parametrize(
+    "total", [1.5, -2.25e-40, 3.4028234e38, 3.4028235e38, 3.4028236e38, 1e39, -1e39,
+              math.inf, -math.inf, math.nan]
+)
+def test_small_call_result_rounds_to_float32_like_ieee(total):
+    """The small calls' float64 total becomes a float32 scalar by IEEE rounding (no
+    overflow warning; beyond float32's max + half an ulp it is +-inf), as a cast would."""
+    from fastloss._core import to_dtype
+
+    with np.errstate(over="ignore"):
+        want = np.array(total).astype(np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got = to_dtype(total, np.dtype(np.float32))
+    assert type(got) is np.float32
+    assert np.array_equal(got, want, equal_nan=True)
+
+
+def test_small_call_overflowing_total_is_inf_without_warning():
+    x = np.full(1024, 2e19, np.float32)
+    t = np.zeros_like(x)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        small = fl.mse_loss(x, t, reduction="sum")
+        general = fl.mse_loss(x, t, reduction="sum", out=np.empty_like(x))
+    assert small.loss == general.loss == np.float32(np.inf)
+    assert np.array_equal(small.grad, general.grad)
