@@ -128,7 +128,9 @@ def _options(name: str, options: dict, extra=()) -> dict:
     on blocks of a few hundred rows).  The dict's ``"_p"`` entry caches the kernel's
     option vector per dtype."""
     try:
-        key = (name, tuple(sorted(options.items())), extra)
+        # each value's type is in the key: True == 1 and hash(True) == hash(1), and a
+        # bool must not reuse the entry validated for an int (bools are rejected)
+        key = (name, tuple(sorted((k, type(v), v) for k, v in options.items())), extra)
         hit = _OPTION_CACHE.get(key)
     except TypeError:  # an unhashable option value (a class_weight array)
         return dict(_validate(name, options, extra), _p={})

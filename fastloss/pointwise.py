@@ -406,14 +406,16 @@ def soft_margin_loss(input, target, *, reduction="mean", grad=True, out=None):
         \ell_i = \log(1 + e^{-t_i x_i}),\qquad
         \frac{\partial \ell_i}{\partial x_i} = -t_i\, \sigma(-t_i x_i)
 
-    Like PyTorch, any target values are accepted (not only +-1).  Computed in the stable
-    softplus form: where PyTorch's ``log1p(exp(-t x))`` overflows to inf (and its gradient
-    to NaN) for ``-t x`` beyond ~709 (float64) / ~88 (float32), fastloss returns the
-    finite values ``-t x`` and ``-t``.
+    Targets must be -1 or +1 (``ValueError`` otherwise, as every margin loss here and the
+    spec's error table; PyTorch accepts any value).  Computed in the stable softplus
+    form: where PyTorch's ``log1p(exp(-t x))`` overflows to inf (and its gradient to NaN)
+    for finite ``-t x`` beyond ~709 (float64) / ~88 (float32), fastloss returns the
+    finite values ``-t x`` and ``-t``; an infinite score with ``-t x = +inf`` gives
+    PyTorch's inf loss and NaN gradient.
 
     Args:
         input: scores, any shape.
-        target: same shape, usually -1 / +1.
+        target: same shape, -1 / +1.
         reduction, grad, out: see :func:`binary_cross_entropy`.
 
     Returns:
@@ -427,7 +429,8 @@ def soft_margin_loss(input, target, *, reduction="mean", grad=True, out=None):
         2.8201 [-0.5     0.8808]
     """
     x, t = _prepare(input, target, reduction)
-    return _run(_k.soft_margin_loss, x, t, reduction=reduction, grad=grad, out=out)
+    return _run(_k.soft_margin_loss, x, t, reduction=reduction, grad=grad, out=out,
+                on_bad=_bad_signs)
 
 
 # ------------------------------------------------------------------- regression family

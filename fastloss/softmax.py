@@ -229,7 +229,9 @@ def cross_entropy(
     """
     if (
         _plain_index_call(input, target, weight, reduction, axis)
+        and type(label_smoothing) in _PLAIN_ZERO_TYPES
         and not label_smoothing
+        and type(z_loss) in _PLAIN_ZERO_TYPES
         and not z_loss
         and softcap is None
         and input.shape[1] <= K.SMALL_C
@@ -464,6 +466,9 @@ _EMPTY_2D_F64 = np.empty((0, 0), np.float64)
 
 
 _FAST_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+#: Option types the fast path takes as they are (anything else, None included, goes
+#: through the general path's checks)
+_PLAIN_ZERO_TYPES = (float, int)
 _INT64 = np.dtype(np.int64)
 
 

@@ -539,3 +539,14 @@ def test_init_score_bits_do_not_depend_on_blas_threads():
         for n in (1, 2)
     }
     assert len(outs) == 1, outs
+
+
+@pytest.mark.parametrize("key", ["min_hess", "hess_scale", "gamma", "alpha"])
+def test_bool_option_rejected_after_the_equal_int_was_used(key):
+    """Validated options are memoised; True == 1 must not reuse the int's entry."""
+    name = "logistic" if key == "min_hess" else ("softmax" if key == "hess_scale" else "focal")
+    preds = np.zeros((3, 2)) if name == "softmax" else np.zeros(3)
+    labels = np.array([0.0, 1.0, 1.0])
+    fl.grad_hess(name, preds, labels, **{key: 1})
+    with pytest.raises(TypeError, match=key):
+        fl.grad_hess(name, preds, labels, **{key: True})

@@ -64,6 +64,17 @@ def test_fast_path_errors():
         fl.cross_entropy(x, np.array([0, -1, 1]))
     with pytest.raises(ValueError, match="target shape"):
         fl.cross_entropy(x, np.array([0, 1]))
+    # options the fast path would take as "off" still get the general path's checks
+    y = np.array([0, 1, 2])
+    for opt in ("label_smoothing", "z_loss"):
+        for bad in (None, []):
+            with pytest.raises(TypeError, match=opt):
+                fl.cross_entropy(x, y, **{opt: bad})
+            with pytest.raises(TypeError, match=opt):
+                fl.cross_entropy(x, y.astype(np.int32), **{opt: bad})
+    for ok in (0, 0.0, np.float64(0.0), np.float32(0.0), False):
+        got = fl.cross_entropy(x, y, label_smoothing=ok, z_loss=ok).loss
+        assert got == fl.cross_entropy(x, y).loss
 
 
 def test_few_class_kernel_is_thread_count_invariant(threads):

@@ -600,8 +600,7 @@ def elementwise_call(draw, name):
             opt, vals = next(iter(_BAD_OPTIONS[name].items()))
             kw[opt] = draw(st.sampled_from(vals))
             expect = (ValueError, [opt])
-        elif what == "domain" and tkind == "pm1" and t.size and name != "soft_margin_loss":
-            # (soft_margin_loss takes any real target, as PyTorch)
+        elif what == "domain" and tkind == "pm1" and t.size:
             t = np.array(t, order="C")
             t.reshape(-1)[draw(st.integers(0, t.size - 1))] = draw(st.sampled_from(
                 [0.0, 0.5, 2.0, -3.0]))

@@ -686,7 +686,7 @@ def test_property_none_sum_mean_out_and_prefix(case):
 
 
 # ------------------------------------------------------------------- odds and ends
-def test_soft_targets_focal_and_any_targets_soft_margin(rng):
+def test_soft_targets_focal_and_pm1_targets_soft_margin(rng):
     x = 2 * rng.standard_normal((5, 6))
     t = rng.random((5, 6))  # soft labels
     for kw in ({}, {"alpha": -1.0, "gamma": 0.5}):
@@ -694,12 +694,24 @@ def test_soft_targets_focal_and_any_targets_soft_margin(rng):
         el, eg = ref.sigmoid_focal_loss(x, t, reduction="none", **kw)
         assert_close(res.loss, el)
         assert_close(res.grad, eg)
-    # PyTorch's soft_margin_loss accepts any target value; so does fastloss
-    t = np.array([[0.5, 3.0, -2.0, 0.0, 1.0, -1.0]] * 5)
+    # PyTorch's soft_margin_loss accepts any target value; the spec's error table wants
+    # +-1 (a ValueError naming them, as the other margin losses), also on the small path
+    for bad in (0.5, 3.0, -2.0, 0.0, np.nan, np.inf):
+        t = np.where(rng.random((5, 6)) < 0.5, -1.0, 1.0)
+        t[2, 3] = bad
+        for kw in ({}, {"out": np.empty_like(x)}, {"reduction": "none"}):
+            with pytest.raises(ValueError, match="-1 and \\+1"):
+                fl.soft_margin_loss(x, t, **kw)
+        with pytest.raises(ValueError, match="-1 and \\+1"):
+            fl.soft_margin_loss(np.tile(x, (100, 10)), np.tile(t, (100, 10)))
+    # infinite scores: PyTorch's inf loss and NaN gradient where -t x = +inf
+    x = np.array([np.inf, -np.inf, np.inf, -np.inf, 2.0])
+    t = np.array([-1.0, 1.0, 1.0, -1.0, 1.0])
     res = fl.soft_margin_loss(x, t, reduction="none")
     el, eg = torch_loss_and_grad(F.soft_margin_loss, x, t, reduction="none")
-    assert_close(res.loss, el)
-    assert_close(res.grad, eg)
+    np.testing.assert_array_equal(res.loss[:4], el[:4])
+    np.testing.assert_array_equal(res.grad[:4], eg[:4])
+    assert_close(res.loss[4:], el[4:])
 
 
 def test_many_python_threads_give_identical_results():
@@ -741,3 +753,30 @@ def test_inner_loops_vectorise():
     counts = dict(zip(out[::2], map(int, out[1::2]), strict=True))
     assert counts["huber_loss"] >= 8, counts
     assert counts["binary_cross_entropy_with_logits"] >= 40, counts
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+@pytest.mark.parametrize("gamma", [0.25, 0.5, 0.9, 1.5])
+def test_sigmoid_focal_fractional_gamma_confident_logits_finite(dtype, gamma):
+    """0 < gamma < 1: m**(gamma-1) overflows once 1 - p_t underflows (|x| >~ 104 in
+    float32, 746 in float64); the gradient is m**gamma (dm / m), finite, -> 0."""
+    big = float(np.finfo(dtype).max)
+    xs = np.array([3.0, 20.0, 40.0, 90.0, 101.0, 104.0, 200.0, 700.0, 745.0, 746.0, 1e5,
+                   big], dtype=dtype)
+    x = np.concatenate([-xs, xs])
+    t = np.concatenate([np.zeros_like(xs), np.ones_like(xs)])  # all confidently correct
+    for alpha in (0.25, -1.0):
+        f = fl.sigmoid_focal_loss(x, t, alpha=alpha, gamma=gamma, reduction="none")
+        assert np.all(np.isfinite(f.loss)) and np.all(np.isfinite(f.grad))
+        # the exact gradient for t = 0 is a (p**(1+gamma) + gamma ce p**gamma q) >= 0, and
+        # its mirror for t = 1; in float64 with p = exp(x) (no underflow for these x)
+        x64 = x.astype(np.float64)
+        lp = -np.logaddexp(0.0, -np.abs(x64))  # log sigmoid(|x|) = log q_t (close to 0)
+        lm = -np.abs(x64) + lp  # log(1 - p_t) = log sigmoid(-|x|)
+        ce = -lp
+        at = np.where(t == 1, alpha, 1 - alpha) if alpha >= 0 else 1.0
+        with np.errstate(over="ignore"):  # (1 + gamma) * -max: -inf, exp 0
+            mag = at * (np.exp((1 + gamma) * lm) + gamma * ce * np.exp(gamma * lm + lp))
+        want = np.where(t == 1, -mag, mag)
+        np.testing.assert_allclose(f.grad, want, rtol=2e-5 if dtype == np.float32 else 1e-12,
+                                   atol=1e-37 if dtype == np.float32 else 1e-300)

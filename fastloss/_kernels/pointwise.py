@@ -354,8 +354,13 @@ def _sigmoid_focal(x, t, alpha, gamma, c):
     m = p * (one - t) + q * t
     mg = _pow(m, gamma)
     dm = p * q * (one - F(x, 2.0) * t)
-    # gamma == 0: torch's pow backward is exactly 0, even where ce is infinite
-    dfocal = zero if gamma == zero else ce * (gamma * _pow(m, gamma - one) * dm)
+    # d m**gamma = gamma m**(gamma-1) dm, written m**gamma (dm / m): m**(gamma-1) alone
+    # overflows for gamma < 1 once m underflows (a confident correct logit), and inf * 0
+    # would be NaN.  m == 0 (p or q underflowed to 0): the limit, 0 for gamma > 0 (times
+    # ce, so a NaN ce at x = -inf still propagates).  gamma == 0: torch's pow backward is
+    # exactly 0, even where ce is infinite.
+    mdm = mg * (dm / m) if m > zero else zero
+    dfocal = zero if gamma == zero else ce * (gamma * mdm)
     at = alpha * t + (one - alpha) * (one - t) if alpha >= zero else one
     loss = at * (ce * mg)
     # p - t as p (1 - t) - q t: no cancellation for a confident correct 0/1 target
@@ -365,13 +370,17 @@ def _sigmoid_focal(x, t, alpha, gamma, c):
 
 @inline
 def _soft_margin(x, t, a, b, c):
-    """log(1 + exp(-t x)) in the stable softplus form; grad -t * sigmoid(-t x)."""
+    """log(1 + exp(-t x)) in the stable softplus form; grad -t * sigmoid(-t x), NaN at
+    -t x = +inf (an infinite score), as PyTorch's exp(-t x) / (1 + exp(-t x)); bad: a
+    target that is not -1 or +1."""
     z = -t * x
     s, _, e = _sigmoid_e(z)
     zero = F(x, 0.0)
     loss = (z if z > zero else zero) + vlog1p_unit(e)
     loss = z if z != z else loss
-    return loss, -t * s, False
+    g = -t * s
+    g = F(x, np.nan) if z == F(x, np.inf) else g
+    return loss, g, _not_pm1(t)
 
 
 # ----------------------------------------------------------------- regression family
