@@ -42,6 +42,7 @@ import numpy as np
 from ._config import pick, runs_serial
 from ._core import (
     LossResult,
+    _default_example,
     as_float_like,
     as_input,
     check_reduction,
@@ -398,7 +399,7 @@ def sigmoid_focal_loss(input, target, *, alpha=0.25, gamma=2.0, reduction="mean"
                 out=out)
 
 
-@register("binary")
+@register("binary", example=_default_example("margin"))  # (+-1 targets)
 def soft_margin_loss(input, target, *, reduction="mean", grad=True, out=None):
     r"""Two-class logistic loss on +-1 labels, as ``F.soft_margin_loss``.
 

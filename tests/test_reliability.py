@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import math
 import os
 import subprocess
 import sys
@@ -293,8 +294,14 @@ def test_chunked_vs_whole(name, dtype, reduction):
         if rows == n:  # one chunk: exactly the whole call
             assert same_bits((r.loss, r.grad), (whole.loss, whole.grad)) or (
                 reduction == "mean"), f"{name}: one chunk differs from the whole call"
-    assert worst_loss <= _CHUNK_LOSS_ULPS and worst_grad <= _CHUNK_GRAD_EPS, (
-        f"{name} {reduction}: chunked differs by {worst_loss} ULP (loss), "
+    # a sum whose terms cancel (losses of both signs: nll_loss of N(0, 1) scores) has
+    # rounding errors of sum|l| / |sum l| times more ULPs of its result
+    per = fl.LOSSES[name].fn(*args, reduction="none", grad=False).loss
+    total = abs(float(np.sum(per, dtype=np.float64)))
+    cond = float(np.sum(np.abs(per), dtype=np.float64)) / total if total else 1.0
+    allowed = max(_CHUNK_LOSS_ULPS, math.ceil(cond))
+    assert worst_loss <= allowed and worst_grad <= _CHUNK_GRAD_EPS, (
+        f"{name} {reduction}: chunked differs by {worst_loss} ULP (loss; allowed {allowed}), "
         f"{worst_grad:.2f} eps x max|grad| (grad)")
 
 
