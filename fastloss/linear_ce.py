@@ -254,33 +254,22 @@ def _load_gemm() -> dict | None:
             a = rng.standard_normal((7, 5)).astype(dt)
             b = rng.standard_normal((7, 3)).astype(dt)
             c = rng.standard_normal((5, 3)).astype(dt)
-            want = c + 0.5 * (a.T @ b)
-            if not _gemm_tn(fns, c, a, b, 0.5) or not np.allclose(c, want, rtol=1e-5):
-                return None
+            # both forms used: dW += P.T @ H (ta) and the logits' parts Z += H @ W.T (tb)
+            for ta, tb, x, y in ((True, False, a, b), (False, True, a.T.copy(), b.T.copy())):
+                cc = c.copy()
+                want = cc + 0.5 * ((x.T if ta else x) @ (y.T if tb else y))
+                if not _gemm_acc(fns, cc, x, y, ta=ta, tb=tb, alpha=0.5) or not np.allclose(
+                    cc, want, rtol=1e-5
+                ):
+                    return None
         return fns
     except Exception:  # any trouble: the NumPy-only path
         return None
 
 
-def _gemm_tn(fns, c, a, b, alpha=1.0) -> bool:
-    """``c += alpha * a.T @ b`` (row-major, unit inner strides); False if not applicable."""
-    isz = c.itemsize
-    for x, cols in ((a, a.shape[1]), (b, b.shape[1]), (c, c.shape[1])):
-        if x.dtype != c.dtype or x.strides[1] != isz or x.strides[0] % isz or (
-            x.strides[0] < cols * isz
-        ):
-            return False
-    if not c.flags.writeable or 0 in a.shape or 0 in b.shape:
-        return False
-    K, M = a.shape
-    N = b.shape[1]
-    fns[c.dtype](101, 112, 111, M, N, K, alpha, a.ctypes.data, a.strides[0] // isz,
-                 b.ctypes.data, b.strides[0] // isz, 1.0, c.ctypes.data, c.strides[0] // isz)
-    return True
-
-
-def _gemm_nt(fns, c, a, b) -> bool:
-    """``c += a @ b.T`` (row-major, unit inner strides); False if not applicable."""
+def _gemm_acc(fns, c, a, b, *, ta, tb, alpha=1.0) -> bool:
+    """``c += alpha * op(a) @ op(b)`` with ``op(x)`` = ``x.T`` where ``ta`` / ``tb`` is set
+    (row-major, unit inner strides); False if not applicable."""
     isz = c.itemsize
     for x in (a, b, c):
         if x.dtype != c.dtype or x.strides[1] != isz or x.strides[0] % isz or (
@@ -289,10 +278,11 @@ def _gemm_nt(fns, c, a, b) -> bool:
             return False
     if not c.flags.writeable or 0 in a.shape or 0 in b.shape:
         return False
-    M, K = a.shape
-    N = b.shape[0]
-    fns[c.dtype](101, 111, 112, M, N, K, 1.0, a.ctypes.data, a.strides[0] // isz,
-                 b.ctypes.data, b.strides[0] // isz, 1.0, c.ctypes.data, c.strides[0] // isz)
+    K, M = a.shape if ta else a.shape[::-1]
+    N = b.shape[0] if tb else b.shape[1]
+    fns[c.dtype](101, 112 if ta else 111, 112 if tb else 111, M, N, K, alpha, a.ctypes.data,
+                 a.strides[0] // isz, b.ctypes.data, b.strides[0] // isz, 1.0, c.ctypes.data,
+                 c.strides[0] // isz)
     return True
 
 
@@ -321,7 +311,7 @@ def _logits(Hc, W, Zc):
     bounds = [D * k // parts for k in range(parts + 1)]
     np.matmul(Hc[:, : bounds[1]], W[:, : bounds[1]].T, out=Zc)
     for k0, k1 in zip(bounds[1:-1], bounds[2:], strict=True):
-        if not _gemm_nt(fns, Zc, Hc[:, k0:k1], W[:, k0:k1]):
+        if not _gemm_acc(fns, Zc, Hc[:, k0:k1], W[:, k0:k1], ta=False, tb=True):
             return np.matmul(Hc, W.T, out=Zc)  # (not reached: the strides were checked)
     return Zc
 
@@ -742,7 +732,7 @@ def _accumulate(dW, Zc, Hs, acc):
     """``dW += Zc.T @ Hs``: BLAS with beta = 1, or through the block buffer ``acc`` (no
     ``V x D`` temporary)."""
     fns = _gemm()
-    if fns is not None and _gemm_tn(fns, dW, Zc, Hs):
+    if fns is not None and _gemm_acc(fns, dW, Zc, Hs, ta=True, tb=False):
         return acc
     if acc is None or acc.dtype != dW.dtype:
         acc = np.empty((_acc_rows(*dW.shape, dW.itemsize), dW.shape[1]), dW.dtype)

@@ -41,7 +41,6 @@ import numpy as np
 
 from ._config import pick, runs_serial
 from ._core import (
-    LossResult,
     _default_example,
     as_float_like,
     as_input,
@@ -238,10 +237,8 @@ def _run_block(kern, x, t, a, b, c, denom, grad, wargs, on_bad):
     if on_bad is not None and flags[0]:
         on_bad(x, t)
     total = float(partial[0])
-    loss = to_dtype(total / denom if denom else total, dt)
-    if not grad:
-        return LossResult(loss, None)
-    return LossResult(loss, g if flat else g.reshape(x.shape))
+    return small_result(total / denom if denom else total, dt,
+                        g if flat or not grad else g.reshape(x.shape), grad)
 
 
 def _float_option(value, name):

@@ -627,8 +627,7 @@ def _nll_small_fast(x, y, ignore_index, mean, grad):
     )
     if status:
         _check_index_status(status, bad, C)
-    loss = to_dtype(_mean_div(total, denom) if mean else total, x.dtype)
-    return LossResult(loss, g if grad else None)
+    return small_result(_mean_div(total, denom) if mean else total, x.dtype, g, grad)
 
 
 def _finish(rl, reduction, denom, x, ax, total=None):
