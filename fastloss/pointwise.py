@@ -153,16 +153,20 @@ def _weight_args(x, weight, pos_weight):
     return w, pw, np.array([B, wrs, wcs, prs, pcs], dtype=np.int64)
 
 
+_shares = np.may_share_memory
 _EMPTY = {np.dtype(np.float32): np.empty(0, np.float32), np.dtype(np.float64): np.empty(0)}
 _ONE = {dt: readonly(np.ones(1, dtype=dt)) for dt in _EMPTY}
 
 
 def _run(kern, x, t, a=0.0, b=0.0, c=0.0, *, reduction, grad, out, wargs=(), on_bad=None):
     """Run an elementwise kernel and reduce: returns the LossResult."""
-    if out is None and 0 < x.size <= _k.BLOCK_ELEMS and reduction != "none":
+    if 0 < x.size <= _k.BLOCK_ELEMS and reduction != "none":
         # (a non-empty input: "batchmean" divides by x.shape[0] >= 1)
         denom = x.size if reduction == "mean" else (
             (x.shape[0] if x.ndim else 1) if reduction == "batchmean" else 0)
+        if out is not None:
+            return _run_block(kern, readonly(x), readonly(t), a, b, c, denom, grad, wargs,
+                              on_bad, out)
         if not wargs and runs_serial(x.size):
             # the latency case: one kernel call builds its own arguments and buffers
             total, bad, g = kern.small(x, t, a, b, c, 1.0 / denom if denom else 1.0, grad)
@@ -219,24 +223,41 @@ def _run(kern, x, t, a=0.0, b=0.0, c=0.0, *, reduction, grad, out, wargs=(), on_
     return finish(loss, g, grad, out)
 
 
-def _run_block(kern, x, t, a, b, c, denom, grad, wargs, on_bad):
-    """:func:`_run` for the common small call (one block, no ``out=``, a reduced loss:
-    divided by ``denom``, or summed for 0): the same kernel call and result with the
-    per-call Python work cut down, since at a few thousand elements that work, not the
-    kernel, is the call's cost."""
+def _run_block(kern, x, t, a, b, c, denom, grad, wargs, on_bad, out=None):
+    """:func:`_run` for the common small call (one block, a reduced loss: divided by
+    ``denom``, or summed for 0): the same kernel call and result with the per-call Python
+    work cut down, since at a few thousand elements that work, not the kernel, is the
+    call's cost."""
     dt = x.dtype
     n = x.size
     empty = _EMPTY[dt]
-    g = np.empty(n, dt) if grad else empty
     partial = np.empty(1)
     flags = np.empty(1, dtype=np.bool_)
     p = np.array((a, b, c, 1.0 / denom if denom else 1.0), dtype=dt)
     flat = x.ndim == 1
-    pick(kern, n)(x if flat else x.reshape(-1), t if flat else t.reshape(-1), *wargs, p, 0, 1,
-                  empty, g, partial, flags)
+    if out is None:
+        g = np.empty(n, dt) if grad else empty
+    else:
+        g = prepare_out(out, x, grad)
+        if _shares(g, x) or _shares(g, t) or (wargs and any(_shares(g, w) for w in wargs)):
+            (x, t), wargs = unalias(g, x, t), unalias(g, *wargs)
+            if on_bad is not None and (_shares(g, x) or _shares(g, t)):
+                # the gradient overwrites an operand: find values outside the loss's
+                # domain first (a loss-only pass), so an error leaves the arrays intact
+                pick(kern, n)(x.reshape(-1), t.reshape(-1), *wargs, p, 0, 1, empty, empty,
+                              partial, flags)
+                if flags[0]:
+                    on_bad(x, t)
+        if not flat:
+            g = g.reshape(-1)
+    xf = x if flat else x.reshape(-1)
+    tf = t if flat else t.reshape(-1)
+    pick(kern, n)(xf, tf, *wargs, p, 0, 1, empty, g, partial, flags)
     if on_bad is not None and flags[0]:
         on_bad(x, t)
     total = float(partial[0])
+    if out is not None:
+        return small_result(total / denom if denom else total, dt, out, grad)
     return small_result(total / denom if denom else total, dt,
                         g if flat or not grad else g.reshape(x.shape), grad)
 

@@ -378,3 +378,24 @@ def test_subnormal_probabilities_match_torch(dtype, gaps):
     F.cross_entropy(tt, torch.tensor([0])).backward()
     g = fl.cross_entropy(x, np.array([0])).grad
     np.testing.assert_allclose(g, tt.grad.numpy(), rtol=2e-6, atol=0)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+def test_small_reduced_call_with_out_overlapping_a_weight(reduction):
+    """The one-block ``out=`` path (a reduced loss): a weight that overlaps ``out`` is
+    read as it was before the call, and the caller's ``out`` object is returned."""
+    rng = np.random.default_rng(3)
+    p = rng.random((4, 3))
+    out = np.empty((4, 3))
+    out[2] = [0.5, 2.0, 1.0]
+    want = fl.binary_cross_entropy(p, p, out[2].copy(), reduction=reduction)
+    got = fl.binary_cross_entropy(p, p, out[2], reduction=reduction, out=out)
+    assert got.grad is out
+    np.testing.assert_array_equal(got.loss, want.loss)
+    np.testing.assert_array_equal(got.grad, want.grad)
+    x = rng.standard_normal((4, 3))
+    want = fl.binary_cross_entropy_with_logits(x, p, pos_weight=x[1].copy(), reduction=reduction)
+    got = fl.binary_cross_entropy_with_logits(x, p, pos_weight=x[1], reduction=reduction, out=x)
+    assert got.grad is x
+    np.testing.assert_array_equal(got.loss, want.loss)
+    np.testing.assert_array_equal(got.grad, want.grad)
