@@ -15,8 +15,8 @@ Two row strategies, chosen by ``C`` only (so never by the thread count):
 
 * ``C < WIDE``: one loop per row computing the terms and both float64 sums.
 * ``C >= WIDE``: a branch-free loop that vectorises (terms into a per-block scratch row,
-  gradient into ``g``), then both rows summed with eight float64 partial sums in a fixed
-  order; the row is still in cache for the second loop.
+  gradient into ``g``), then both rows summed by :func:`row_sum` (float64, vectorised, in
+  a fixed order for a given length); the row is still in cache for the sums.
 
 ``x_y`` is read before the row's gradient is written and every ``x_j`` is read before
 ``g[i, j]`` is written, so ``g`` may be ``x`` itself.
@@ -32,32 +32,13 @@ from __future__ import annotations
 import numpy as np
 from numba import prange
 
-from .._config import BLOCK, as_readonly, inline, kernel, rowfn
+from .._config import BLOCK, as_readonly, kernel, rowfn
 from .._vmath import row_sum
 
 __all__ = ["multi_margin", "multi_margin_small_call", "WIDE"]
 
 #: Rows at least this long take the vectorised two-loop path.
 WIDE = 32
-
-
-@inline
-def _sum8(a, c):
-    """float64 sum of a[:c] in eight interleaved partial sums (fixed order)."""
-    c8 = c - c % 8
-    s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = 0.0
-    for j in range(0, c8, 8):
-        s0 += np.float64(a[j])
-        s1 += np.float64(a[j + 1])
-        s2 += np.float64(a[j + 2])
-        s3 += np.float64(a[j + 3])
-        s4 += np.float64(a[j + 4])
-        s5 += np.float64(a[j + 5])
-        s6 += np.float64(a[j + 6])
-        s7 += np.float64(a[j + 7])
-    for j in range(c8, c):
-        s0 += np.float64(a[j])
-    return ((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7))
 
 
 @kernel
@@ -95,14 +76,14 @@ def multi_margin(x, t, w, margin, p2, gscale, want_grad, losses, g, status):
                         gr[j] = d if on else zero
                     hs[y] = zero
                     gr[y] = zero
-                    gr[y] = 0.0 - _sum8(gr, c)
+                    gr[y] = 0.0 - row_sum(gr)
                 else:
                     for j in range(c):
                         z = base + xr[j]
                         h = (z * z if p2 else z) * wy
                         hs[j] = h if z > zero else zero
                     hs[y] = zero
-                losses[i] = _sum8(hs, c) / c
+                losses[i] = row_sum(hs) / c
             else:
                 acc = 0.0
                 if want_grad:
