@@ -575,9 +575,9 @@ def nll_loss(
         >>> print(f"{fl.nll_loss(logp, np.array([1])).loss:.6f}")
         1.609438
     """
-    if out is None and _plain_index_call(input, target, weight, reduction, axis):
+    if _plain_index_call(input, target, weight, reduction, axis):
         return _nll_small_fast(input, target, _index_option(ignore_index), reduction == "mean",
-                               grad)
+                               grad, out)
     (x,) = unalias(out, as_input(input))
     check_reduction(reduction)
     if x.ndim == 0:
@@ -610,24 +610,29 @@ def nll_loss(
     return LossResult(_finish(rl, reduction, denom, x, ax, total), g)
 
 
-def _nll_small_fast(x, y, ignore_index, mean, grad):
-    """nll_loss's most common call (2-D log-probabilities, int64 labels, no weight or
-    ``out=``, a reduced loss) with the per-call Python work cut down: the general path's
-    kernel call and result (tests/test_fastpath.py)."""
+def _nll_small_fast(x, y, ignore_index, mean, grad, out=None):
+    """nll_loss's most common call (2-D log-probabilities, int64 labels, no weight, a
+    reduced loss) with the per-call Python work cut down: the general path's kernel call
+    and result (tests/test_fastpath.py)."""
     R, C = x.shape
-    if runs_serial(R * C, R) and x.nbytes < POOL.MIN_BYTES:  # pick()'s serial build, in one call
-        status, bad, loss, g = K.nll_small_call(x, y, ignore_index, mean, grad)
-        if status:
-            _check_index_status(status, bad, C)
-        return small_result(loss, x.dtype, g, grad)
-    g = _fast_grad(x, grad)
+    if out is None:
+        if runs_serial(R * C, R) and x.nbytes < POOL.MIN_BYTES:  # pick()'s serial build
+            status, bad, loss, g = K.nll_small_call(x, y, ignore_index, mean, grad)
+            if status:
+                _check_index_status(status, bad, C)
+            return small_result(loss, x.dtype, g, grad)
+        g = _fast_grad(x, grad)
+    else:
+        g = prepare_out(out, x, grad)
+        (x,) = unalias(out, x)
     rl = np.empty(R, np.float64)
     status, bad, denom, _, total = pick(K.nll, R * C, R)(
         readonly(x), readonly(y), _NO_WEIGHT, ignore_index, mean, g, rl
     )
     if status:
         _check_index_status(status, bad, C)
-    return small_result(_mean_div(total, denom) if mean else total, x.dtype, g, grad)
+    loss = to_dtype(_mean_div(total, denom) if mean else total, x.dtype)
+    return finish(loss, g, grad, out)
 
 
 def _finish(rl, reduction, denom, x, ax, total=None):
