@@ -652,10 +652,77 @@ def test_double_backward_raises_a_clear_error():
     x = randn(5, 4).requires_grad_()
     for loss in (flt.cross_entropy(x, labels(5, 4)), flt.mse_loss(x, torch.zeros(5, 4),
                                                                  reduction="none").sum()):
-        (g,) = torch.autograd.grad(loss, x, create_graph=True)
+        with pytest.warns(UserWarning, match="create_graph=True"):
+            (g,) = torch.autograd.grad(loss, x, create_graph=True)
         assert g.requires_grad
         with pytest.raises(RuntimeError, match="double backward is not supported"):
             (g**2).sum().backward()
+
+
+def test_second_order_through_autograd_grad_warns():
+    """torch.autograd.grad with respect to a tensor behind the loss prunes the node that
+    would raise: the create_graph backward warns that the second-order term is missing."""
+    w = randn(4, 3).requires_grad_()
+    h = randn(5, 4)
+    loss = flt.cross_entropy(h @ w, labels(5, 3))
+    with pytest.warns(UserWarning, match="second-order terms through it are missing"):
+        (gw,) = torch.autograd.grad(loss, w, create_graph=True)
+    want = torch.autograd.grad(F.cross_entropy(h @ w, labels(5, 3)), w)[0]
+    close(gw, want)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "none"])
+def test_second_backward_through_a_freed_graph_raises_as_in_pytorch(reduction):
+    for fn, t in ((flt.cross_entropy, labels(5, 4)), (flt.mse_loss, torch.zeros(5, 4))):
+        x = randn(5, 4).requires_grad_()
+        loss = fn(x, t, reduction=reduction).sum()
+        loss.backward()
+        g = x.grad.clone()
+        with pytest.raises(RuntimeError, match="backward through the graph a second time"):
+            loss.backward()
+        close(x.grad, g)  # the first gradient, untouched
+        # two losses sharing one fastloss node: the second backward raises too
+        per = fn(x, t, reduction="none")
+        a, b = per.sum(), per.mean()
+        a.backward()
+        with pytest.raises(RuntimeError, match="second time"):
+            b.backward()
+
+
+def test_zero_dim_inputs_with_a_target_that_requires_grad():
+    for name in ("mse_loss", "l1_loss", "smooth_l1_loss", "huber_loss", "binary_cross_entropy",
+                 "kl_div"):
+        x = torch.tensor(0.3, dtype=F64, requires_grad=True)
+        t = torch.tensor(0.6, dtype=F64, requires_grad=True)
+        xr, tr = x.detach().clone().requires_grad_(), t.detach().clone().requires_grad_()
+        kw = {"reduction": "sum"} if name == "kl_div" else {}  # (mean: PyTorch warns)
+        getattr(flt, name)(x, t, **kw).backward()
+        getattr(F, name)(xr, tr, **kw).backward()
+        close(x.grad, xr.grad, err_msg=name)
+        close(t.grad, tr.grad, err_msg=name)
+
+
+def test_float64_target_promotes_a_float32_input_as_torch_does():
+    x = torch.rand(6, 3).requires_grad_()
+    xr = x.detach().clone().requires_grad_()
+    t = torch.rand(6, 3, dtype=F64) + 1e-9
+    for name in ("mse_loss", "l1_loss", "binary_cross_entropy_with_logits", "poisson_nll_loss"):
+        x.grad = xr.grad = None
+        lo, lr = getattr(flt, name)(x, t), getattr(F, name)(xr, t)
+        assert lo.dtype == lr.dtype == F64, name
+        lo.backward()
+        lr.backward()
+        assert x.grad.dtype == torch.float32
+        close(lo, lr, err_msg=name)
+        close(x.grad, xr.grad, err_msg=name)
+    # probability targets of cross-entropy
+    p = torch.softmax(torch.randn(6, 3, dtype=F64), 1)
+    x.grad = xr.grad = None
+    lo, lr = flt.cross_entropy(x, p), F.cross_entropy(xr, p)
+    assert lo.dtype == lr.dtype == F64
+    lo.backward()
+    lr.backward()
+    close(x.grad, xr.grad)
 
 
 def test_torch_func_transforms_raise_a_clear_error():
@@ -916,9 +983,23 @@ def test_linear_cross_entropy_autograd_mechanics():
         close(h.grad, hr.grad)
     # double backward, and an input modified in place before a "none" backward
     h = H0.clone().requires_grad_()
-    (g,) = torch.autograd.grad(flt.linear_cross_entropy(h, W0, y), h, create_graph=True)
+    with pytest.warns(UserWarning, match="create_graph=True"):
+        (g,) = torch.autograd.grad(flt.linear_cross_entropy(h, W0, y), h, create_graph=True)
     with pytest.raises(RuntimeError, match="double backward is not supported"):
         g.sum().backward()
+    # a second backward through a freed graph (the precomputed path), as in PyTorch
+    h = H0.clone().requires_grad_()
+    loss = flt.linear_cross_entropy(h, W0, y, reduction="sum")
+    loss.backward()
+    with pytest.raises(RuntimeError, match="second time"):
+        loss.backward()
+    # "none" recomputes from the target and class weight: changed in place, it raises
+    for change in ("target", "weight"):
+        h, yy, cw = H0.clone().requires_grad_(), y.clone(), torch.rand(9, dtype=F64)
+        loss = flt.linear_cross_entropy(h, W0, yy, weight=cw, reduction="none")
+        (yy if change == "target" else cw).fill_(0)
+        with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+            loss.sum().backward()
     w = W0.clone().requires_grad_()
     wv = w * 1.0
     loss = flt.linear_cross_entropy(H0, wv, y, reduction="none")

@@ -152,6 +152,19 @@ def _first_order_only(backward):
         live = [i for i, o in enumerate(outputs) if o is not None]
         if not live:
             return outputs
+        # create_graph=True: differentiating these gradients again raises (below) when the
+        # second backward reaches this node; torch.autograd.grad() with respect to tensors
+        # *behind* the loss never reaches it (autograd prunes it) and would silently miss
+        # this loss's second-order term, hence the warning now
+        warnings.warn(
+            f"fastloss.torch.{ctx.fname}: backward with create_graph=True: the gradient "
+            "through this loss is not differentiable (it is computed in the forward pass); "
+            "a second backward through it raises, and second-order terms through it are "
+            "missing from torch.autograd.grad results (use torch.nn.functional for "
+            "higher-order gradients)",
+            UserWarning,
+            stacklevel=2,
+        )
         err = _torch_functions.DelayedError(
             f"fastloss.torch.{ctx.fname}: double backward is not supported (the fused "
             "gradient is computed in the forward pass and is not itself differentiable; "
@@ -184,6 +197,35 @@ def _scale(g: torch.Tensor | None, go: torch.Tensor, axis, inplace: bool):
     return g.mul_(go) if inplace else g * go
 
 
+def _grad_tensor(a) -> torch.Tensor:
+    """A gradient array as a tensor sharing its memory (a 0-d result of a NumPy ufunc is
+    a NumPy scalar: made an array first)."""
+    return torch.from_numpy(a if isinstance(a, np.ndarray) else np.asarray(a))
+
+
+def graph_freed(ctx) -> None:
+    """PyTorch's error for a second backward through a freed graph (the fused gradients
+    are the saved values: the first backward without ``retain_graph`` hands them over)."""
+    raise RuntimeError(
+        f"fastloss.torch.{ctx.fname}: Trying to backward through the graph a second time "
+        "(or directly access saved tensors after they have already been freed). Saved "
+        "intermediate values of the graph are freed when you call .backward() or "
+        "autograd.grad(). Specify retain_graph=True if you need to backward through the "
+        "graph a second time or if you need to access saved tensors after calling backward."
+    )
+
+
+def take_graph(ctx) -> bool:
+    """For a backward: True when the graph is kept (``retain_graph``), so the saved
+    gradients must stay as they are; otherwise marks them as handed over, and a later
+    backward raises :func:`graph_freed`."""
+    if ctx.freed:
+        graph_freed(ctx)
+    keep = torch._C._autograd._get_current_graph_task_keep_graph()
+    ctx.freed = not keep
+    return keep
+
+
 class _FusedLoss(torch.autograd.Function):
     @staticmethod
     def forward(ctx, input, target, job):
@@ -193,15 +235,16 @@ class _FusedLoss(torch.autograd.Function):
         gt = tg.fn(job.x, job.t, res, need_x) if need_t else None
         ctx.fname = job.fname
         ctx.axis = job.axis
-        ctx.gi = torch.from_numpy(res.grad) if need_x else None
-        ctx.gt = torch.from_numpy(gt) if need_t else None
+        ctx.freed = False
+        ctx.gi = _grad_tensor(res.grad) if need_x else None
+        ctx.gt = _grad_tensor(gt) if need_t else None
         return as_tensor(res.loss)
 
     @staticmethod
     @_first_order_only
     def backward(ctx, go):
         gi, gt = ctx.gi, ctx.gt
-        keep = torch._C._autograd._get_current_graph_task_keep_graph()
+        keep = take_graph(ctx)
         if not keep:
             # the buffers are ours alone: scale them in place, and let autograd take them
             # over (a leaf's .grad becomes the very array the kernel wrote)
@@ -224,13 +267,17 @@ def fused(
     loss lacks (None for elementwise losses); ``target_grad``: None if the loss is not
     differentiable with respect to the target."""
     check_input(input, fname)
-    x = to_numpy(input, fname, "input")
     t = None
     need_t = False
     if target is not None:
         check_tensor(target, fname, "target")
+        if target.dtype == torch.float64 and input.dtype == torch.float32:
+            # torch's type promotion: the loss is float64 and the input's gradient comes
+            # back as float32 through the cast (autograd's own)
+            input = input.to(torch.float64)
         t = to_numpy(target, fname, "target")
         need_t = target.requires_grad
+    x = to_numpy(input, fname, "input")
     if not (torch.is_grad_enabled() and (input.requires_grad or need_t)):
         return as_tensor(call(x, t, False).loss)
     if need_t and target_grad is None:

@@ -7,7 +7,15 @@ import math
 
 import torch
 
-from ._autograd import _first_order_only, _scale, as_tensor, check_input, check_tensor, const
+from ._autograd import (
+    _first_order_only,
+    _scale,
+    as_tensor,
+    check_input,
+    check_tensor,
+    const,
+    take_graph,
+)
 from ._autograd import to_numpy as _np
 
 __all__ = ["linear_cross_entropy"]
@@ -37,9 +45,12 @@ class _LinearCE(torch.autograd.Function):
         ctx.fname = _NAME
         ctx.job = job
         need = ctx.needs_input_grad[:3]
+        ctx.freed = False
         if job["reduction"] == "none":
             res = job["fn"](*job["arrays"], grad=False, **job["options"])
-            ctx.save_for_backward(input, linear_weight, linear_bias)
+            # the backward reruns the chunks from these tensors' memory: all of them are
+            # saved with autograd's version check, the target and class weight included
+            ctx.save_for_backward(input, linear_weight, linear_bias, target, job["weight"])
             ctx.grads = None
         else:
             res = job["fn"](*job["arrays"], grad=True, **job["options"])
@@ -55,13 +66,13 @@ class _LinearCE(torch.autograd.Function):
         job = ctx.job
         if ctx.grads is None:  # "none": recompute with the per-token scale
             ctx.saved_tensors  # noqa: B018  (raises if an input was modified in place)
-            rs = go.detach().numpy()
+            rs = _np(go, _NAME, "grad_output")
             res = job["fn"](*job["arrays"], grad=True, row_scale=rs, **job["options"])
             g = (res.grad_input, res.grad_linear_weight, res.grad_linear_bias)
             out = [torch.from_numpy(a) if n and a is not None else None
                    for a, n in zip(g, need, strict=True)]
             return (*out, None, None)
-        keep = torch._C._autograd._get_current_graph_task_keep_graph()
+        keep = take_graph(ctx)
         grads = ctx.grads
         if not keep:
             ctx.grads = None
@@ -142,6 +153,7 @@ def linear_cross_entropy(
     diff = [t is not None and t.requires_grad for t in (input, linear_weight, linear_bias)]
     if not (torch.is_grad_enabled() and any(diff)):
         return as_tensor(fn(*arrays, grad=False, **opts).loss)
-    job = {"fn": fn, "arrays": arrays, "options": opts, "reduction": reduction}
+    job = {"fn": fn, "arrays": arrays, "options": opts, "reduction": reduction,
+           "weight": weight if isinstance(weight, Tensor) else None}
     return _LinearCE.apply(input, linear_weight, linear_bias, target, job)
 
