@@ -67,13 +67,25 @@ def multi_margin(x, t, w, margin, p2, gscale, want_grad, losses, g, status):
             if wide:
                 if want_grad:
                     gr = g[i]
-                    for j in range(c):
-                        z = base + xr[j]
-                        on = z > zero
-                        h = (z * z if p2 else z) * wy
-                        d = (two_g * z) * wy if p2 else gw
-                        hs[j] = h if on else zero
-                        gr[j] = d if on else zero
+                    if gr.ctypes.data == xr.ctypes.data:
+                        # out is input: a loop over the one array (reading x_j, then
+                        # writing g_j in its place); LLVM's runtime overlap check would
+                        # send the two-array loop below to its scalar version
+                        for j in range(c):
+                            z = base + gr[j]
+                            on = z > zero
+                            h = (z * z if p2 else z) * wy
+                            d = (two_g * z) * wy if p2 else gw
+                            hs[j] = h if on else zero
+                            gr[j] = d if on else zero
+                    else:
+                        for j in range(c):
+                            z = base + xr[j]
+                            on = z > zero
+                            h = (z * z if p2 else z) * wy
+                            d = (two_g * z) * wy if p2 else gw
+                            hs[j] = h if on else zero
+                            gr[j] = d if on else zero
                     hs[y] = zero
                     gr[y] = zero
                     gr[y] = 0.0 - row_sum(gr)
