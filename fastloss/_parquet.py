@@ -43,6 +43,18 @@ def _is_list(t) -> bool:
     return pt.is_fixed_size_list(t) or pt.is_list(t) or pt.is_large_list(t)
 
 
+def _equal_lengths(col, width: int) -> bool:
+    """Every list of a (variable-size) list column holds ``width`` values; the total alone
+    would accept rows of 2 and 4 values as two rows of 3."""
+    if hasattr(col.type, "list_size"):  # a fixed-size list: one length by its type
+        return col.type.list_size == width
+    import pyarrow.compute as pc
+
+    lengths = pc.list_value_length(col)
+    lo, hi = pc.min_max(lengths).values()
+    return len(col) == 0 or (lo.as_py() == width and hi.as_py() == width)
+
+
 class ParquetSource:
     """Row chunks of predictions or targets from a Parquet file, read in order."""
 
@@ -130,7 +142,7 @@ class ParquetSource:
                     raise DataError(f"{self.role} {self.path}: column {name!r} has null "
                                     "values inside its lists")
                 vals = flat.to_numpy(zero_copy_only=False)
-                if vals.size != len(col) * self.width:
+                if vals.size != len(col) * self.width or not _equal_lengths(col, self.width):
                     raise DataError(f"{self.role} {self.path}: column {name!r} has lists of "
                                     f"different lengths (expected {self.width})")
                 return vals.reshape(len(col), self.width)

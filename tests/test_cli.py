@@ -375,3 +375,22 @@ def test_layouts_one_sample_fortran_and_class_axis(tmp_path, capsys):
     s, _, err = score("score", "cross_entropy", tmp_path / "xf.npy", tmp_path / "yf.npy",
                       "--reduction", "mean", "--set", "axis=0")
     assert s == 2 and "axis 0" in err
+
+
+def test_parquet_lists_of_different_lengths_are_an_error(tmp_path, capsys):
+    """Rows of 3, 2, 4 and 3 values hold 4 * 3 values in all: the total alone would
+    re-split them into rows of 3 and give a wrong number (exit 0)."""
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    rows = [[0.0, 0.0, 0.0], [5.0, 0.0], [0.0, 0.0, 0.0, 9.0], [1.0, 2.0, 3.0]]
+    f = tmp_path / "ragged.parquet"
+    pq.write_table(pa.table({"logits": pa.array(rows, type=pa.list_(pa.float64())),
+                             "target": pa.array([0, 0, 0, 0])}), f)
+    status, err = _main(capsys, "score", "cross_entropy", f, f, "--reduction", "sum")
+    assert status == 1 and "lists of different lengths (expected 3)" in err, err
+    # equal lengths in a variable-size list column are fine
+    pq.write_table(pa.table({"logits": pa.array([r[:2] for r in rows if len(r) >= 2],
+                                                type=pa.list_(pa.float64())),
+                             "target": pa.array([0, 1, 0, 1])}), f)
+    status, err = _main(capsys, "score", "cross_entropy", f, f, "--reduction", "sum")
+    assert status == 0, err
