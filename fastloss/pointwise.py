@@ -196,14 +196,9 @@ def _run(kern, x, t, a=0.0, b=0.0, c=0.0, *, reduction, grad, out, wargs=(), on_
         p = np.array([a, b, c, scale], dtype=x.dtype)
         empty = _EMPTY[x.dtype]
         if on_bad is not None and grad and out is not None and (
-            np.may_share_memory(g, x) or np.may_share_memory(g, t)
+            _shares(g, x) or _shares(g, t)
         ):
-            # the gradient overwrites an operand: find values outside the loss's domain
-            # first (a loss-only pass), so an error leaves the caller's arrays intact
-            pick(kern, n)(x.reshape(-1), t.reshape(-1), *wargs, p, 0, nb, empty, empty,
-                          partial, flags)
-            if flags.any():
-                on_bad(x, t)
+            _domain_first(kern, x, t, wargs, p, partial, flags, on_bad)
         pick(kern, n)(
             x.reshape(-1), t.reshape(-1), *wargs, p, 0, nb,
             empty if lout is None else lout.reshape(-1),
@@ -221,6 +216,17 @@ def _run(kern, x, t, a=0.0, b=0.0, c=0.0, *, reduction, grad, out, wargs=(), on_
     else:
         loss = to_dtype(total, x.dtype)
     return finish(loss, g, grad, out)
+
+
+def _domain_first(kern, x, t, wargs, p, partial, flags, on_bad):
+    """The gradient overwrites an operand: find values outside the loss's domain first
+    (a loss-only pass over ``partial.size`` blocks), so an error leaves the caller's
+    arrays intact."""
+    empty = _EMPTY[x.dtype]
+    pick(kern, x.size)(x.reshape(-1), t.reshape(-1), *wargs, p, 0, partial.size, empty, empty,
+                       partial, flags)
+    if flags.any():
+        on_bad(x, t)
 
 
 def _run_block(kern, x, t, a, b, c, denom, grad, wargs, on_bad, out=None):
@@ -242,12 +248,7 @@ def _run_block(kern, x, t, a, b, c, denom, grad, wargs, on_bad, out=None):
         if _shares(g, x) or _shares(g, t) or (wargs and any(_shares(g, w) for w in wargs)):
             (x, t), wargs = unalias(g, x, t), unalias(g, *wargs)
             if on_bad is not None and (_shares(g, x) or _shares(g, t)):
-                # the gradient overwrites an operand: find values outside the loss's
-                # domain first (a loss-only pass), so an error leaves the arrays intact
-                pick(kern, n)(x.reshape(-1), t.reshape(-1), *wargs, p, 0, 1, empty, empty,
-                              partial, flags)
-                if flags[0]:
-                    on_bad(x, t)
+                _domain_first(kern, x, t, wargs, p, partial, flags, on_bad)
         if not flat:
             g = g.reshape(-1)
     xf = x if flat else x.reshape(-1)

@@ -32,13 +32,28 @@ from __future__ import annotations
 import numpy as np
 from numba import prange
 
-from .._config import BLOCK, as_readonly, kernel, rowfn
+from .._config import BLOCK, as_readonly, inline, kernel, rowfn
 from .._vmath import row_sum
 
 __all__ = ["multi_margin", "multi_margin_small_call", "WIDE"]
 
 #: Rows at least this long take the vectorised two-loop path.
 WIDE = 32
+
+
+@inline
+def _wide_terms(xr, gr, hs, base, wy, gw, two_g, p2):
+    """A wide row's terms into ``hs`` and gradient into ``gr`` (one vectorised loop).
+    Inlined at each call site, so the ``out=input`` site (``xr`` is ``gr``) is a loop
+    over one array."""
+    zero = hs.dtype.type(0.0)
+    for j in range(hs.shape[0]):
+        z = base + xr[j]
+        on = z > zero
+        h = (z * z if p2 else z) * wy
+        d = (two_g * z) * wy if p2 else gw
+        hs[j] = h if on else zero
+        gr[j] = d if on else zero
 
 
 @kernel
@@ -68,24 +83,12 @@ def multi_margin(x, t, w, margin, p2, gscale, want_grad, losses, g, status):
                 if want_grad:
                     gr = g[i]
                     if gr.ctypes.data == xr.ctypes.data:
-                        # out is input: a loop over the one array (reading x_j, then
+                        # out is input: the loop over the one array (reading x_j, then
                         # writing g_j in its place); LLVM's runtime overlap check would
-                        # send the two-array loop below to its scalar version
-                        for j in range(c):
-                            z = base + gr[j]
-                            on = z > zero
-                            h = (z * z if p2 else z) * wy
-                            d = (two_g * z) * wy if p2 else gw
-                            hs[j] = h if on else zero
-                            gr[j] = d if on else zero
+                        # send the two-array loop to its scalar version
+                        _wide_terms(gr, gr, hs, base, wy, gw, two_g, p2)
                     else:
-                        for j in range(c):
-                            z = base + xr[j]
-                            on = z > zero
-                            h = (z * z if p2 else z) * wy
-                            d = (two_g * z) * wy if p2 else gw
-                            hs[j] = h if on else zero
-                            gr[j] = d if on else zero
+                        _wide_terms(xr, gr, hs, base, wy, gw, two_g, p2)
                     hs[y] = zero
                     gr[y] = zero
                     gr[y] = 0.0 - row_sum(gr)
