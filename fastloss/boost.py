@@ -307,6 +307,8 @@ def _outputs(grad_out, hess_out, x):
     other one, or like ``x``: its dtype and memory order)."""
     g = None if grad_out is None else _output(grad_out, x, "grad_out")
     h = None if hess_out is None else _output(hess_out, x, "hess_out")
+    if g is not None and h is not None and np.may_share_memory(g, h):
+        raise ValueError("grad_out and hess_out share memory; they must be separate arrays")
     like = g if g is not None else h if h is not None else x
     order = "F" if _is_f(like) else "C"
     if g is None:
@@ -495,8 +497,10 @@ def _fast_elementwise(name, preds, labels, sample_weight, grad_out, hess_out, n_
     g = np.empty(n, dt) if grad_out is None else _fast_out(grad_out, n, dt)
     h = np.empty(n, g.dtype if g is not None else dt) if hess_out is None else _fast_out(
         hess_out, n, dt)
-    if g is None or h is None:
-        return None
+    if g is None or h is None or (
+        grad_out is not None and hess_out is not None and np.may_share_memory(g, h)
+    ):
+        return None  # the general path names what is wrong
     o = _options(name, options)
     x = readonly(x)
     if (grad_out is not None or hess_out is not None) and _overlap(
@@ -544,7 +548,9 @@ def grad_hess(
         sample_weight: ``(n,)`` weights multiplying both outputs (one per row).
         grad_out, hess_out: writeable float32 or float64 arrays of the preds' shape, C-
             or F-ordered, written in place and returned (the dtype may differ from the
-            preds'); default: new arrays of the preds' dtype and memory order.
+            preds'); default: new arrays of the preds' dtype and memory order.  The
+            two must not share memory (``ValueError``); either may be ``preds`` or
+            ``labels`` themselves (the operand is copied first).
         n_threads: threads for this call (default :func:`fastloss.get_num_threads`);
             the results do not depend on it.
         **options: the objective's options (``min_hess``, ``hess_scale``,
@@ -556,7 +562,8 @@ def grad_hess(
 
     Raises:
         ValueError: labels outside the objective's domain (naming the first one and its
-            position), shapes that do not match, an option out of range.
+            position), shapes that do not match, an option out of range,
+            ``grad_out`` and ``hess_out`` sharing memory.
         IndexError: a ``"softmax"`` class index outside ``[0, K)``.
         TypeError: non-float preds, an unknown option.
 

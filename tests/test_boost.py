@@ -370,6 +370,28 @@ def test_grad_out_may_be_the_preds(rng):
         np.testing.assert_array_equal(h, h0)
 
 
+@pytest.mark.parametrize("name", ["logistic", "huber", "softmax"])
+def test_grad_out_and_hess_out_must_not_share_memory(name, rng):
+    x, y = data(name, rng, n=50, K=4)
+    x0 = x.copy()
+    for n_dims in (x.ndim, 2):  # the 1-D fast path, and (n, 1) margins on the general one
+        xx = x if n_dims == x.ndim else x.reshape(len(x), -1)
+        yy = y if n_dims == x.ndim or name == "softmax" else y.reshape(xx.shape)
+        buf = np.zeros(xx.shape)
+        with pytest.raises(ValueError, match="grad_out and hess_out share memory"):
+            fl.grad_hess(name, xx, yy, grad_out=buf, hess_out=buf)
+        both = np.zeros((2,) + xx.shape)
+        part = both.reshape(-1)[1:1 + xx.size].reshape(xx.shape)  # overlaps both[0]
+        with pytest.raises(ValueError, match="share memory"):
+            fl.grad_hess(name, xx, yy, grad_out=both[0], hess_out=part)
+        g0, h0 = fl.grad_hess(name, xx, yy)
+        g, h = fl.grad_hess(name, xx, yy, grad_out=both[0], hess_out=both[1])  # disjoint
+        assert np.shares_memory(g, both) and np.shares_memory(h, both)
+        np.testing.assert_array_equal(both[0], g0)
+        np.testing.assert_array_equal(both[1], h0)
+    np.testing.assert_array_equal(x, x0)
+
+
 @pytest.mark.parametrize("name", ALL)
 def test_threads_and_chunks_give_the_same_bits(name, rng, threads):
     x, y = data(name, rng, n=200_003 if name != "softmax" else 40_001, K=6)
