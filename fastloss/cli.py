@@ -189,12 +189,28 @@ def _parse_value(text: str):
     return text
 
 
+_ARRAY_OPTIONS = {"pos_weight"}  # tensors in PyTorch: a number, or one per class
+
+
+def _parse_numbers(key: str, text: str):
+    """``--set pos_weight=2`` or ``--set pos_weight=1,2.5,3`` (one per class)."""
+    import numpy as np
+
+    try:
+        vals = [float(t) for t in text.split(",")]
+    except ValueError:
+        raise UsageError(f"--set {key}= expects a number or comma-separated numbers (one "
+                         f"per class), got {text!r}") from None
+    return vals[0] if len(vals) == 1 and "," not in text else np.array(vals)
+
+
 def parse_options(pairs, fn) -> dict:
     """``--set KEY=VALUE`` pairs as keyword options of ``fn`` (UsageError for unknown or
     malformed ones)."""
     params = inspect.signature(fn).parameters
     valid = sorted(k for k, p in params.items()
-                   if p.kind is p.KEYWORD_ONLY and k not in _RESERVED)
+                   if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)
+                   and k not in _RESERVED)
     out = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
@@ -207,6 +223,8 @@ def parse_options(pairs, fn) -> dict:
                 f"{', '.join(valid) or '(none)'}"
             )
         v = _parse_value(value)
+        if key in _ARRAY_OPTIONS:
+            v = _parse_numbers(key, value)
         default = params[key].default
         if isinstance(default, float) and isinstance(v, int) and not isinstance(v, bool):
             v = float(v)
@@ -231,6 +249,14 @@ def open_npy(path: str, role: str):
 
     if not os.path.exists(path):
         raise UsageError(f"{role} {path}: no such file")
+    try:
+        with open(path, "rb") as f:
+            magic = f.read(6)
+    except OSError as e:
+        raise DataError(f"{role} {path}: cannot be read ({e.strerror or e})") from None
+    if magic != b"\x93NUMPY":  # (NumPy would call any other file "pickled data")
+        raise DataError(f"{role} {path}: not a .npy file (it does not start with the .npy "
+                        "magic string)")
     try:
         a = np.load(path, mmap_mode="r", allow_pickle=False)
     except ValueError as e:
@@ -479,8 +505,8 @@ def _check_options(info, options, reduction):
     read: a bad option is a usage error, not a data error."""
     import numpy as np
 
-    # (the class axis depends on the files' shapes: it is checked on the first chunk)
-    opts = {k: v for k, v in options.items() if k != "axis"}
+    # (the class axis and per-class options depend on the files' shapes: see _score)
+    opts = {k: v for k, v in options.items() if k != "axis" and k not in _ARRAY_OPTIONS}
     args_, kw = info.example(np.dtype(np.float64))
     kw = {k: v for k, v in kw.items() if k not in opts}
     try:
@@ -513,11 +539,9 @@ def _score(args, info, options, reduction, weight, out):
     rows = args.chunk_rows or max(1, CHUNK_BYTES // src.row_bytes)
     if one_sample:
         rows = max(n, 1)  # a single chunk: the sample's classes are not split
-    elif row_wise and "axis" in params:
-        ax = options.get("axis", params["axis"].default)
-        if isinstance(ax, int) and not isinstance(ax, bool) and ax % len(src.shape) == 0:
-            raise UsageError("the class axis cannot be axis 0, the batch axis the files are "
-                             "chunked along; store the classes along another axis")
+    if row_wise and "axis" in params:
+        _check_axis(options.get("axis", params["axis"].default), src.shape, one_sample)
+    _check_per_class(options, src.shape)
     # a full-shape weight (e.g. binary_cross_entropy's) is chunked with the rows
     chunk_weight = (
         weight is not None and n > 1 and weight.ndim == len(src.shape)
@@ -527,13 +551,16 @@ def _score(args, info, options, reduction, weight, out):
 
     counts = None
     if reduction in ("mean", "batchmean"):
-        counts = _mean_counts(info, src, tgt, options, rows)
+        counts = _mean_counts(info, src, tgt, options, rows, one_sample)
     try:
         plan = _chunked.mean_plan(info.name, counts, reduction,
                                   weight=None if chunk_weight else weight, **options)
     except (ValueError, TypeError) as e:
+        # (the options alone passed _check_options: what is left is the weight file)
+        if weight is not None:
+            raise DataError(f"weight {args.weight}: {e}") from None
         raise UsageError(str(e)) from None
-    bar = _progress(args, n, src.row_bytes)
+    bar = None  # started once the first chunk has computed: an error there is one line
     total = np.zeros(1)
     dtype = None
     t0 = time.perf_counter()
@@ -554,7 +581,7 @@ def _score(args, info, options, reduction, weight, out):
             except IndexError as e:
                 raise _class_row_error(e, t, lo, options) from None
             except (ValueError, TypeError) as e:
-                raise DataError(f"rows {lo}..{hi - 1}: {e}") from None
+                raise DataError(f"{_where(src, one_sample, lo, hi)}: {e}") from None
             if dtype is None:
                 dtype = np.asarray(x).dtype
             if out is not None:
@@ -564,6 +591,8 @@ def _score(args, info, options, reduction, weight, out):
                 out.write(lo, per)
             else:
                 total = total + res.loss
+            if bar is None:
+                bar = _progress(args, n, src.row_bytes)
             if bar is not None:
                 bar.update(hi - lo)
                 dt = time.perf_counter() - t0
@@ -584,17 +613,59 @@ def _score(args, info, options, reduction, weight, out):
     return _chunked.finish(plan, total, dtype if dtype is not None else np.dtype(np.float64))
 
 
+def _check_axis(ax, shape, one_sample):
+    """``--set axis=`` against the input's dimensions (a usage error, before any data is
+    read): an integer naming a dimension other than the batch axis 0 the files are
+    chunked along (a 1-D input is one sample: its only axis)."""
+    nd = len(shape)
+    if not isinstance(ax, int) or isinstance(ax, bool) or not -nd <= ax < nd:
+        raise UsageError(f"--set axis={ax}: the class axis must be an integer in "
+                         f"[{-nd}, {nd}) for the {nd}-D input of shape {tuple(shape)}")
+    if not one_sample and ax % nd == 0:
+        raise UsageError(f"--set axis={ax} is the batch axis 0 the files are chunked along; "
+                         "the classes must lie along another axis")
+
+
+def _check_per_class(options, shape):
+    """A ``--set pos_weight=...`` list must broadcast against one row of the input."""
+    import numpy as np
+
+    row = (1,) + tuple(shape[1:])
+    for key in _ARRAY_OPTIONS & options.keys():
+        v = np.asarray(options[key])
+        try:
+            ok = np.broadcast_shapes(v.shape, row) == row
+        except ValueError:
+            ok = False
+        if not ok:
+            raise UsageError(f"--set {key}: {v.size} value(s) do not broadcast against the "
+                             f"input's rows of shape {tuple(shape[1:])} (shape "
+                             f"{tuple(shape)}); give one number or one per class")
+
+
+def _io(source, method, lo, hi):
+    """``source.chunk`` / ``source.touch``, a failure to read naming the file (a corrupt
+    Parquet page, an I/O error on a memory-mapped page)."""
+    try:
+        return getattr(source, method)(lo, hi)
+    except (CLIError, MemoryError):
+        raise
+    except Exception as e:
+        raise DataError(f"{source.role} {source.path}: cannot read rows {lo}..{hi - 1} "
+                        f"({type(e).__name__}: {e})") from None
+
+
 def _read(src, tgt, lo, hi):
-    return src.chunk(lo, hi), (None if tgt is None else tgt.chunk(lo, hi))
+    return _io(src, "chunk", lo, hi), (None if tgt is None else _io(tgt, "chunk", lo, hi))
 
 
 def _touch_all(src, tgt, lo, hi):
-    src.touch(lo, hi)
+    _io(src, "touch", lo, hi)
     if tgt is not None:
-        tgt.touch(lo, hi)
+        _io(tgt, "touch", lo, hi)
 
 
-def _mean_counts(info, src, tgt, options, rows):
+def _mean_counts(info, src, tgt, options, rows, one_sample):
     """First pass, over the targets only: what the mean's denominator needs (the class
     weights of the non-ignored targets, rows, elements; ``fastloss/_chunked.py``)."""
     from fastloss import _chunked
@@ -603,7 +674,7 @@ def _mean_counts(info, src, tgt, options, rows):
     counts = []
     for lo in range(0, max(n, 1), rows):
         hi = min(n, lo + rows)
-        t = None if tgt is None else tgt.chunk(lo, hi)
+        t = None if tgt is None else _io(tgt, "chunk", lo, hi)
         try:
             counts.append(_chunked.mean_counts(info.name, (hi - lo,) + tuple(src.shape[1:]), t,
                                                **options))
@@ -613,8 +684,15 @@ def _mean_counts(info, src, tgt, options, rows):
                 raise DataError(f"{e} at row {lo + row}") from None
             raise _class_row_error(e, t, lo, options) from None
         except (ValueError, TypeError) as e:
-            raise DataError(f"rows {lo}..{hi - 1}: {e}") from None
+            raise DataError(f"{_where(src, one_sample, lo, hi)}: {e}") from None
     return _chunked.merge(counts)
+
+
+def _where(src, one_sample, lo, hi) -> str:
+    """Where a data error is: the rows of the chunk, or the one sample of a 1-D input."""
+    if one_sample:
+        return f"input {src.path} is 1-D, one sample of {src.n_rows} classes"
+    return f"rows {lo}..{hi - 1}"
 
 
 # ----------------------------------------------------------------------------- warmup
