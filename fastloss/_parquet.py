@@ -43,16 +43,34 @@ def _is_list(t) -> bool:
     return pt.is_fixed_size_list(t) or pt.is_list(t) or pt.is_large_list(t)
 
 
-def _equal_lengths(col, width: int) -> bool:
-    """Every list of a (variable-size) list column holds ``width`` values; the total alone
-    would accept rows of 2 and 4 values as two rows of 3."""
-    if hasattr(col.type, "list_size"):  # a fixed-size list: one length by its type
-        return col.type.list_size == width
+def _first(mask) -> int:
+    """Index of the first true value of a boolean Arrow array (-1 if none)."""
     import pyarrow.compute as pc
 
-    lengths = pc.list_value_length(col)
-    lo, hi = pc.min_max(lengths).values()
-    return len(col) == 0 or (lo.as_py() == width and hi.as_py() == width)
+    return pc.index(mask, True).as_py()
+
+
+def _first_null_row(col) -> int:
+    """First row of ``col`` that is null or (a list column) holds a null value, or -1."""
+    if col.null_count:
+        return _first(col.is_null())
+    if _is_list(col.type):
+        flat = col.flatten()
+        if flat.null_count:
+            import pyarrow.compute as pc
+
+            return pc.list_parent_indices(col)[_first(flat.is_null())].as_py()
+    return -1
+
+
+def _first_wrong_length(col, width: int) -> int:
+    """First row of a list column (without nulls) that does not hold ``width`` values, or -1;
+    the total alone would accept rows of 2 and 4 values as two rows of 3."""
+    if hasattr(col.type, "list_size"):  # a fixed-size list: one length by its type
+        return -1 if col.type.list_size == width else 0
+    import pyarrow.compute as pc
+
+    return _first(pc.not_equal(pc.list_value_length(col), width)) if len(col) else -1
 
 
 class ParquetSource:
@@ -73,11 +91,7 @@ class ParquetSource:
         first = schema.field(self.columns[0]).type
         if self.list_col:
             t = first
-            self.width = t.list_size if hasattr(t, "list_size") else None
-            if self.width is None:  # variable lists: the first row's length, checked
-                head = self.file.read_row_group(0, columns=self.columns).column(0) if \
-                    self.file.num_row_groups else None
-                self.width = len(head[0]) if head is not None and len(head) else 0
+            self.width = t.list_size if hasattr(t, "list_size") else self._first_width()
             self.shape = (self.n_rows, self.width)
             vt = t.value_type
         elif len(self.columns) > 1:
@@ -91,8 +105,35 @@ class ParquetSource:
                                                        else 1))
         self._it = None
         self._next = 0  # first row not yet read
+        self._seen = 0  # rows decoded from the file in this pass (where the next batch starts)
         self._buf = []  # pending numpy pieces after _next's predecessor
         self._ready = {}
+
+    def _first_width(self) -> int:
+        """A variable-size list column's width: the length of its first list, in the first
+        row group that has rows (an empty first row group says nothing; a file without
+        rows has width 0, an empty input).  Every row is checked against it as read."""
+        for i in range(self.file.num_row_groups):
+            if self.file.metadata.row_group(i).num_rows == 0:
+                continue
+            pa, _ = _pa()
+            try:
+                head = next(self.file.iter_batches(batch_size=1, row_groups=[i],
+                                                   columns=self.columns, use_threads=False))
+            except (OSError, pa.ArrowException) as e:  # a corrupt page: name the file
+                raise DataError(f"{self.role} {self.path}: cannot read its first row "
+                                f"({type(e).__name__}: {e})") from None
+            head = head.column(0)[:1]  # file row 0: the row groups before i are empty
+            if _first_null_row(head) == 0:
+                raise self._null_error(self.columns[0], head, 0)
+            return len(head[0])
+        return 0
+
+    def _null_error(self, name, col, start):
+        r = _first_null_row(col)
+        what = "a null value inside its list" if col.null_count == 0 else "a null value"
+        return DataError(f"{self.role} {self.path}: column {name!r} has {what} at row "
+                         f"{start + r}")
 
     def _select(self, schema, names, column, exclude):
         role = self.role
@@ -129,22 +170,20 @@ class ParquetSource:
         return cols, False
 
     # -- reading in order
-    def _batch_to_numpy(self, batch):
-        pa, _ = _pa()
+    def _batch_to_numpy(self, batch, start):
+        """One batch as an array; ``start``: the file row of its first row (for errors)."""
         cols = []
         for name in self.columns:
             col = batch.column(batch.schema.get_field_index(name))
-            if col.null_count:
-                raise DataError(f"{self.role} {self.path}: column {name!r} has null values")
+            if _first_null_row(col) >= 0:
+                raise self._null_error(name, col, start)
             if self.list_col:
-                flat = col.flatten()
-                if flat.null_count:
-                    raise DataError(f"{self.role} {self.path}: column {name!r} has null "
-                                    "values inside its lists")
-                vals = flat.to_numpy(zero_copy_only=False)
-                if vals.size != len(col) * self.width or not _equal_lengths(col, self.width):
+                bad = _first_wrong_length(col, self.width)
+                if bad >= 0:
                     raise DataError(f"{self.role} {self.path}: column {name!r} has lists of "
-                                    f"different lengths (expected {self.width})")
+                                    f"different lengths (expected {self.width}): "
+                                    f"{len(col[bad])} values at row {start + bad}")
+                vals = col.flatten().to_numpy(zero_copy_only=False)
                 return vals.reshape(len(col), self.width)
             cols.append(col.to_numpy(zero_copy_only=False))
         if len(cols) == 1:
@@ -157,6 +196,7 @@ class ParquetSource:
                 raise RuntimeError("Parquet sources are read in order")  # pragma: no cover
             self._it = None
             self._next = 0
+            self._seen = 0
             self._buf = []
         if self._it is None:
             self._it = self.file.iter_batches(batch_size=max(1, hi - lo), columns=self.columns,
@@ -168,7 +208,8 @@ class ParquetSource:
                 b = next(self._it)
             except StopIteration:
                 break
-            a = self._batch_to_numpy(b)
+            a = self._batch_to_numpy(b, self._seen)
+            self._seen += len(b)
             self._buf.append(a)
             have += a.shape[0]
         data = self._buf[0] if len(self._buf) == 1 else (

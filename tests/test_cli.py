@@ -388,9 +388,128 @@ def test_parquet_lists_of_different_lengths_are_an_error(tmp_path, capsys):
                              "target": pa.array([0, 0, 0, 0])}), f)
     status, err = _main(capsys, "score", "cross_entropy", f, f, "--reduction", "sum")
     assert status == 1 and "lists of different lengths (expected 3)" in err, err
+    assert err.strip().endswith("2 values at row 1"), err  # the first offending row
     # equal lengths in a variable-size list column are fine
     pq.write_table(pa.table({"logits": pa.array([r[:2] for r in rows if len(r) >= 2],
                                                 type=pa.list_(pa.float64())),
                              "target": pa.array([0, 1, 0, 1])}), f)
     status, err = _main(capsys, "score", "cross_entropy", f, f, "--reduction", "sum")
     assert status == 0, err
+
+
+def _parquet_groups(pq, path, table, sizes):
+    """``table`` written as row groups of ``sizes`` rows (0: an empty row group)."""
+    with pq.ParquetWriter(path, table.schema) as w:
+        lo = 0
+        for n in sizes:
+            w.write_table(table.slice(lo, n) if n else table.schema.empty_table())
+            lo += n
+    assert [pq.ParquetFile(path).metadata.row_group(i).num_rows
+            for i in range(len(sizes))] == list(sizes)
+
+
+@pytest.mark.parametrize("fixed", [False, True])
+def test_parquet_empty_first_row_group(tmp_path, capsys, fixed):
+    """The width of a variable-size list column came from the first row group: an empty
+    one gave width 0 and the file was rejected ("different lengths (expected 0)")."""
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    x = np.array([[0.5, -1.0, 2.0], [1.0, 0.0, 0.0], [-3.0, 1.0, 0.25], [0.0, 2.0, 1.0],
+                  [1.5, 1.5, -1.0]])
+    y = np.array([2, 0, 1, 1, 0])
+    lists = (pa.FixedSizeListArray.from_arrays(pa.array(x.reshape(-1)), 3) if fixed
+             else pa.array(x.tolist(), type=pa.list_(pa.float64())))
+    t = pa.table({"logits": lists, "target": y})
+    one, gaps = tmp_path / "one.parquet", tmp_path / "gaps.parquet"
+    pq.write_table(t, one)
+    _parquet_groups(pq, gaps, t, [0, 2, 0, 0, 3, 0])
+    for f in (one, gaps):
+        for red in ("sum", "mean"):
+            status = cli.main(["score", "cross_entropy", str(f), str(f), "--reduction", red,
+                               "--chunk-rows", "2"])
+            out, err = capsys.readouterr()
+            assert status == 0, err
+            assert float(out) == fl.cross_entropy(x, y, reduction=red).loss, red
+        status, err = _main(capsys, "score", "cross_entropy", f, f, "-o",
+                            tmp_path / f"{f.stem}.npy")
+        assert status == 0, err
+    np.testing.assert_array_equal(np.load(tmp_path / "gaps.npy"), np.load(tmp_path / "one.npy"))
+    np.testing.assert_array_equal(np.load(tmp_path / "gaps.npy"),
+                                  fl.cross_entropy(x, y, reduction="none").loss)
+    # no rows at all (every row group empty): an empty input, as an empty .npy is
+    _parquet_groups(pq, gaps, t, [0, 0])
+    np.save(tmp_path / "x0.npy", x[:0])
+    np.save(tmp_path / "y0.npy", y[:0])
+    for args in ([gaps, gaps], [tmp_path / "x0.npy", tmp_path / "y0.npy"]):
+        got = []
+        for red in ("sum", "mean"):
+            status = cli.main(["score", "cross_entropy", *map(str, args), "--reduction", red])
+            out, err = capsys.readouterr()
+            assert status == 0, err
+            got.append(float(out))
+        assert got[0] == 0.0 and np.isnan(got[1]), (args, got)
+        status, err = _main(capsys, "score", "cross_entropy", *args, "-o", tmp_path / "e.npy",
+                            "--force")
+        assert status == 0 and np.load(tmp_path / "e.npy").shape == (0,), err
+
+
+@pytest.mark.parametrize("case, column, row", [
+    ("null list first", "logits", 0),  # was a TypeError ("NoneType has no len()")
+    ("null list later", "logits", 6),
+    ("null element first", "logits", 0),
+    ("null element later", "logits", 4),
+    ("null label", "target", 5),
+    ("null list after empty row group", "logits", 0),
+    ("null fixed-size list", "logits", 3),
+    ("null prediction column", "p_1", 2),
+])
+def test_parquet_nulls_are_a_data_error_naming_the_row(tmp_path, capsys, case, column, row):
+    """Nulls in the predictions (a null list, a null inside a list, a null in one of the
+    per-class columns) or in the labels: exit 1, one line naming the file, the column and
+    the first offending row, whichever row group and chunk it falls in."""
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    rows = [[float(i), 1.0, -1.0] for i in range(8)]
+    labels = [i % 3 for i in range(8)]
+    if "element" in case:
+        rows[row][1] = None
+    elif column == "target":
+        labels[row] = None
+    elif column == "logits":
+        rows[row] = None
+    typ = pa.list_(pa.float64(), 3) if "fixed" in case else pa.list_(pa.float64())
+    if column == "p_1":
+        cols = {f"p_{k}": pa.array([None if (k, i) == (1, row) else r[k]
+                                    for i, r in enumerate(rows)]) for k in range(3)}
+        extra = ["--input-column", "p"]
+    else:
+        cols = {"logits": pa.array(rows, type=typ)}
+        extra = []
+    t = pa.table({**cols, "target": pa.array(labels, type=pa.int64())})
+    f = tmp_path / "nulls.parquet"
+    _parquet_groups(pq, f, t, [0, 3, 0, 5] if "empty" in case else [3, 5])
+    for red in ("sum", "mean"):
+        status, err = _main(capsys, "score", "cross_entropy", f, f, "--reduction", red,
+                            "--chunk-rows", "2", *extra)
+        assert status == 1, (case, err)
+        assert len(err.strip().splitlines()) == 1 and "Error" not in err, err
+        assert str(f) in err and repr(column) in err and "null value" in err, err
+        assert err.strip().endswith(f"at row {row}"), err
+
+
+def test_parquet_corrupt_first_page_of_a_list_column_names_the_file(tmp_path, capsys):
+    """The width of a variable-size list column is read when the file is opened: a corrupt
+    first page there is a one-line data error naming the file too."""
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    t = pa.table({"logits": pa.array([[float(i), 0.0] for i in range(40)],
+                                     type=pa.list_(pa.float64())), "target": [0, 1] * 20})
+    f = tmp_path / "bad.parquet"
+    pq.write_table(t, f, row_group_size=20, compression="NONE")
+    raw = bytearray(f.read_bytes())
+    off = pq.ParquetFile(f).metadata.row_group(0).column(0).data_page_offset
+    raw[off:off + 40] = bytes(b ^ 0xFF for b in raw[off:off + 40])
+    f.write_bytes(bytes(raw))
+    status, err = _main(capsys, "score", "cross_entropy", f, f, "--reduction", "sum")
+    assert status == 1 and len(err.strip().splitlines()) == 1, err
+    assert f"input {f}: cannot read its first row" in err, err
