@@ -676,6 +676,8 @@ def _weighted_mean(v, w):
 
 
 def _check_domain(name, y):
+    """grad_hess's label check: the first label outside the domain (in C order, its
+    index named in ``y``'s own shape) is a ValueError."""
     if name in ("logistic", "focal"):
         bad = ~((y >= 0) & (y <= 1))
     elif name == "poisson":
@@ -689,7 +691,8 @@ def _check_domain(name, y):
 def _root(name, y, w, o, lo, hi):
     """b in [lo, hi] with sum_i w_i grad(b, y_i) = 0: Newton steps kept inside a
     shrinking bisection bracket (the sum is nondecreasing in b for every objective that
-    comes here, except focal far from its root, where bisection still converges)."""
+    comes here, except focal far from its root, where bisection still converges).  At
+    most 200 evaluations; NaN if the sum is NaN (an overflow of huge weights)."""
     x = np.empty(y.shape)
     g = np.empty(y.shape)
     h = np.empty(y.shape)
@@ -701,14 +704,18 @@ def _root(name, y, w, o, lo, hi):
         return float(np.sum(g)), float(np.sum(h))
 
     glo, _ = G(lo)
+    ghi, _ = G(hi)
+    if math.isnan(glo) or math.isnan(ghi):
+        return math.nan
     if glo >= 0:
         return lo
-    ghi, _ = G(hi)
     if ghi <= 0:
         return hi
     b = 0.5 * (lo + hi)
     for _ in range(200):
         gb, hb = G(b)
+        if math.isnan(gb):
+            return math.nan
         if gb == 0:
             return b
         if gb < 0:
@@ -722,6 +729,36 @@ def _root(name, y, w, o, lo, hi):
     return b
 
 
+def _init_1d(name, y, w, o, column=None):
+    """The optimal constant for one target: ``y`` 1-D, C-contiguous float64, in the
+    objective's domain; ``w`` None or finite weights with a positive sum."""
+    if y.size == 0 or not np.isfinite(y).all():
+        # no labels, or a NaN / infinite one: the weighted loss is NaN or infinite at
+        # every constant, so there is no minimiser (the kernels propagate them too)
+        return math.nan
+    if name == "logistic":
+        pbar = min(max(_weighted_mean(y, w), 1e-15), 1 - 1e-15)
+        return math.log(pbar / (1.0 - pbar))
+    if name == "squared_error":
+        return _weighted_mean(y, w)
+    if name == "poisson":
+        m = _weighted_mean(y, w)
+        if not m > 0:
+            where = "" if column is None else f" of target column {column}"
+            raise ValueError(
+                f"the poisson init_score is log(weighted mean label), which needs a "
+                f"positive mean; got {m}{where}"
+            )
+        return math.log(m)
+    if name == "focal":
+        lo, hi = -40.0, 40.0
+    else:  # huber, pseudo_huber: the root lies between the smallest and largest label
+        lo, hi = float(y.min()), float(y.max())
+        if lo == hi:
+            return lo
+    return _root(name, y, w, o, lo, hi)
+
+
 def init_score(name: str, labels, sample_weight=None, **options: Any):
     """The constant margin that minimises the weighted loss of objective ``name``.
 
@@ -732,14 +769,29 @@ def init_score(name: str, labels, sample_weight=None, **options: Any):
       ``[1e-15, 1 - 1e-15]`` as LightGBM does, so a single-class label set gives a
       finite margin);
     * ``softmax``: the centred log-priors ``log(pi_k) - mean(log(pi))`` of the weighted
-      (class-weighted, smoothed) targets, shape ``(K,)``; ``K`` is ``num_class`` or
-      ``max(labels) + 1``; priors below 1e-15 are clamped there;
+      (class-weighted, smoothed) targets, shape ``(K,)``; ``K`` is ``num_class`` (an
+      integer >= 1) or ``max(labels) + 1``; priors below 1e-15 are clamped there;
     * ``squared_error``: the weighted mean; ``poisson``: the log of the weighted mean
       (``ValueError`` if it is not positive);
     * ``huber``, ``pseudo_huber``, ``focal``: the root of ``sum(w * grad(b))`` (a 1-D
-      Newton/bisection solve in float64).
+      Newton/bisection solve in float64, at most 200 steps; focal's is kept in
+      ``[-40, 40]``, where a single-class label set ends).
 
-    Returns a float (a ``(K,)`` float64 array for ``"softmax"``; NaN for no labels).
+    ``(n, T)`` labels (T targets, as ``grad_hess`` takes them) give one constant per
+    target column, a ``(T,)`` float64 array: the loss is a sum over the columns, so each
+    column's constant minimises it on its own (XGBoost >= 3.1 also fits its multi-target
+    intercept per target).
+
+    Labels are checked as ``grad_hess`` checks them: one outside the objective's domain
+    is a ``ValueError`` naming it and its index; a softmax class index outside
+    ``[0, K)`` an ``IndexError`` naming the value, its row and ``K``, and a non-integer
+    one a ``ValueError``.  NaN where there is no minimiser (for that target): no labels,
+    a NaN or infinite label that the domain admits (``squared_error``, ``huber``,
+    ``pseudo_huber``; ``+inf`` for ``poisson``), a NaN or infinite sample weight, or
+    weights that do not sum to a positive number (all zero).
+
+    Returns a float (a ``(T,)`` float64 array for ``(n, T)`` labels, a ``(K,)`` one for
+    ``"softmax"``).
 
     Example:
         >>> import numpy as np, fastloss as fl
@@ -747,6 +799,8 @@ def init_score(name: str, labels, sample_weight=None, **options: Any):
         -1.098612
         >>> fl.init_score("softmax", np.array([0, 0, 1, 1]), num_class=2)
         array([0., 0.])
+        >>> fl.init_score("squared_error", np.array([[1.0, 10.0], [3.0, 20.0]]))
+        array([ 2., 15.])
     """
     o = _options(name, options, extra=("num_class",) if name == "softmax" else ())
     raw = labels if isinstance(labels, np.ndarray) else np.asarray(labels)
@@ -761,65 +815,80 @@ def init_score(name: str, labels, sample_weight=None, **options: Any):
             raise ValueError(
                 f"sample_weight shape {w.shape} does not match labels shape {y.shape}"
             )
-        w = w.astype(np.float64)
+        if w.dtype.kind not in "fiub":
+            raise TypeError(f"sample_weight must be a real numeric array, got dtype {w.dtype}")
+        w = np.ascontiguousarray(w, dtype=np.float64)
+    # no minimiser for any target: a NaN or infinite weight, or no positive total weight
+    w_bad = False
+    if w is not None:
+        w_bad = not np.isfinite(w).all()
+        if not w_bad:
+            with np.errstate(over="ignore"):
+                sw = float(np.sum(w))
+            if math.isinf(sw):  # finite weights whose sum overflows: scale by a power of 2
+                w = w * 2.0 ** -math.frexp(float(np.max(np.abs(w))))[1]
+                sw = float(np.sum(w))
+            w_bad = not sw > 0
     if name == "softmax":
-        return _init_softmax(raw, y, w, o)
-    if y.ndim > 1 and w is not None:
-        w = np.repeat(w, y.size // n)
-    yf = y.reshape(-1)
-    _check_domain(name, yf)
-    if yf.size == 0:
-        return math.nan
-    if name == "logistic":
-        pbar = min(max(_weighted_mean(yf, w), 1e-15), 1 - 1e-15)
-        return math.log(pbar / (1.0 - pbar))
-    if name == "squared_error":
-        return _weighted_mean(yf, w)
-    if name == "poisson":
-        m = _weighted_mean(yf, w)
-        if not m > 0:
-            raise ValueError(
-                f"the poisson init_score is log(weighted mean label), which needs a "
-                f"positive mean; got {m}"
-            )
-        return math.log(m)
-    if name == "focal":
-        lo, hi = -40.0, 40.0
-    else:
-        finite = yf[np.isfinite(yf)]
-        lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 0.0)
-        if lo == hi:
-            return lo
-    return _root(name, yf, w, o, lo, hi)
+        return _init_softmax(raw, y, w, w_bad, o)
+    if y.ndim > 2:
+        raise ValueError(
+            f"labels must have shape (n,) or (n, T) for T targets, got {raw.shape}"
+        )
+    _check_domain(name, y)
+    if y.ndim < 2:
+        return math.nan if w_bad else _init_1d(name, np.ascontiguousarray(y.reshape(-1)), w, o)
+    cols = np.ascontiguousarray(y.T)  # one contiguous row per target
+    if w_bad:
+        return np.full(cols.shape[0], math.nan)
+    return np.array([_init_1d(name, c, w, o, t) for t, c in enumerate(cols)], np.float64)
 
 
-def _init_softmax(raw, y, w, o):
+def _num_class(v):
+    if v is None:
+        return None
+    if isinstance(v, (bool, np.bool_)) or not isinstance(
+        v, (int, float, np.integer, np.floating)
+    ):
+        raise TypeError(f"num_class must be an integer >= 1, got {v!r}")
+    if not (float(v).is_integer() and v >= 1):
+        raise ValueError(f"num_class must be an integer >= 1, got {v!r}")
+    return int(v)
+
+
+def _init_softmax(raw, y, w, w_bad, o):
     y = y.reshape(-1) if y.ndim == 2 and y.shape[1] == 1 else y
     if y.ndim != 1:
         raise ValueError(f"softmax labels must have shape (n,), got {raw.shape}")
-    ok = np.isfinite(y) & (y == np.floor(y)) & (y >= 0)
+    K = _num_class(o.get("num_class"))
+    integer = np.isfinite(y) & (y == np.floor(y))
+    ok = integer & (y >= 0)
+    if K is not None:
+        ok &= y < K
     if not ok.all():
-        return _raise_first(raw, y, ok, None)
-    K = o.get("num_class")
+        row = int(np.flatnonzero(~ok)[0])
+        if K is None and integer[row]:
+            raise _negative_class(raw, y, row, integer)
+        raise _bad_label("softmax", raw, row, (y.shape[0], 1), K)
     if K is None:
-        K = int(y.max()) + 1 if y.size else 0
-    K = int(K)
-    if K < 1:
-        raise ValueError(f"num_class must be >= 1, got {K}")
-    ok = y < K
-    if not ok.all():
-        return _raise_first(raw, y, ok, K)
-    if y.size == 0:
-        return np.full(K, math.nan)
-    yi = y.astype(np.int64)
-    wr = np.ones(y.shape) if w is None else w
+        if y.size == 0:
+            raise ValueError(
+                "softmax labels are empty, so the number of classes cannot be inferred "
+                "(it is max(label) + 1 without num_class); pass num_class=K"
+            )
+        K = int(y.max()) + 1
     if o["class_weight"] is not None:
         cw = np.asarray(o["class_weight"], dtype=np.float64)
         if cw.shape != (K,):
             raise ValueError(f"class_weight shape {cw.shape} does not match ({K},)")
+    if y.size == 0 or w_bad:
+        return np.full(K, math.nan)
+    yi = y.astype(np.int64)
+    wr = np.ones(y.shape) if w is None else w
+    if o["class_weight"] is not None:
         wr = wr * cw[yi]
     sw = float(np.sum(wr))
-    if not sw:
+    if not (math.isfinite(sw) and sw > 0):  # all-zero (class) weights, or infinite ones
         return np.full(K, math.nan)
     eps = o["label_smoothing"]
     pi = (1.0 - eps) * np.bincount(yi, weights=wr, minlength=K) / sw + eps / K
@@ -827,6 +896,17 @@ def _init_softmax(raw, y, w, o):
     return lp - lp.mean()
 
 
-def _raise_first(raw, y, ok, K):
-    row = int(np.flatnonzero(~ok)[0])
-    raise _bad_label("softmax", raw, row, (y.shape[0], 1), K)
+def _negative_class(raw, y, row, integer):
+    """The IndexError for a negative class index when K is inferred (no num_class)."""
+    v = int(raw.reshape(-1)[row].item())
+    valid = y[integer & (y >= 0)]
+    if valid.size:
+        K = int(valid.max()) + 1
+        return IndexError(
+            f"label {v} at row {row} is out of bounds for {K} classes (valid range "
+            f"[0, {K}); without num_class, K is max(label) + 1)"
+        )
+    return IndexError(
+        f"label {v} at row {row} is out of bounds: class indices must be integers in "
+        f"[0, K), K = num_class or max(label) + 1, and no label is >= 0"
+    )

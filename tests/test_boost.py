@@ -533,6 +533,252 @@ def test_init_score_softmax_options(rng):
     assert abs(b.sum()) < 1e-12
 
 
+# init_score edge cases (an audit): softmax label errors, non-finite labels and weights,
+# and (n, T) labels (one constant per target)
+def _softmax_gh_error(labels, K):
+    """The exception grad_hess raises for these softmax labels and K classes."""
+    with pytest.raises((IndexError, ValueError)) as e:
+        fl.grad_hess("softmax", np.zeros((len(labels), K)), np.asarray(labels, float))
+    return e
+
+
+def test_init_score_softmax_label_errors_name_the_value_row_and_classes():
+    nan, inf = np.nan, np.inf
+    # num_class given: the same exception (type and text) as grad_hess with K columns
+    for labels in ([0, 1, 3], [0, 1, -1], [0, 1.5, 1], [0, nan, 1], [0, inf, 1], [0, -inf]):
+        want = _softmax_gh_error(labels, 3)
+        with pytest.raises(want.type) as got:
+            fl.init_score("softmax", np.asarray(labels, float), num_class=3)
+        assert str(got.value) == str(want.value), labels
+    # without num_class, K = max(label) + 1: out of range is a negative class index
+    with pytest.raises(IndexError) as e:
+        fl.init_score("softmax", np.array([0, 2, -1, 1]))
+    msg = str(e.value)
+    assert "None" not in msg
+    assert "label -1 at row 2" in msg and "3 classes" in msg and "[0, 3)" in msg, msg
+    assert "max(label) + 1" in msg, msg
+    with pytest.raises(IndexError, match="label -2 at row 0") as e:  # no label >= 0
+        fl.init_score("softmax", [-2, -1], sample_weight=[1.0, 1.0])
+    assert "None" not in str(e.value)
+    # an integer dtype, and an (n, 1) column, name the same row
+    with pytest.raises(IndexError, match="label -7 at row 1 .*for 2 classes"):
+        fl.init_score("softmax", np.array([[1], [-7], [0]], dtype=np.int64))
+    # non-integers are a ValueError naming the value and the row, with or without num_class
+    for bad, text in ((1.5, "1.5"), (np.nan, "nan"), (np.inf, "inf"), (-np.inf, "-inf")):
+        with pytest.raises(ValueError, match=rf"integer class indices, got {text} at row 1"):
+            fl.init_score("softmax", np.array([0.0, bad, 1.0]))
+    # the first bad label is the one reported (a negative before a non-integer)
+    with pytest.raises(IndexError, match="row 1"):
+        fl.init_score("softmax", np.array([0.0, -1.0, 0.5]))
+    with pytest.raises(ValueError, match="got 0.5 at row 1"):
+        fl.init_score("softmax", np.array([0.0, 0.5, -1.0]))
+    # no labels and no num_class: K cannot be inferred
+    with pytest.raises(ValueError, match="pass num_class"):
+        fl.init_score("softmax", np.array([], dtype=np.int64))
+    assert np.isnan(fl.init_score("softmax", np.array([], dtype=np.int64), num_class=3)).all()
+    for K, exc in ((0, ValueError), (2.5, ValueError), (np.inf, ValueError), (True, TypeError),
+                   ("3", TypeError)):
+        with pytest.raises(exc, match="num_class must be an integer >= 1"):
+            fl.init_score("softmax", np.array([0, 1]), num_class=K)
+    np.testing.assert_array_equal(fl.init_score("softmax", [0, 1, 1, 0], num_class=np.int64(2)),
+                                  fl.init_score("softmax", [0, 1, 1, 0], num_class=2.0))
+
+
+def test_init_score_nonfinite_labels_follow_grad_hess():
+    """A label grad_hess rejects is init_score's ValueError too; one it admits but that is
+    NaN or infinite gives NaN (the loss is NaN or infinite at every constant: there is no
+    minimiser), never a finite number (huber / pseudo_huber gave 2.8e-16 or the finite
+    labels' value: the root finder's bracket ignored them)."""
+    base = np.array([0.0, 1.0, 0.25, 0.5])
+    for name in ELEMENTWISE:
+        for bad in (np.nan, np.inf, -np.inf):
+            y = base.copy()
+            y[2] = bad
+            try:
+                fl.grad_hess(name, np.zeros(y.size), y)
+                rejects = False
+            except ValueError as e:
+                rejects = str(e)
+            for sw in (None, np.array([1.0, 2.0, 0.5, 1.0]), np.array([1.0, 1.0, 0.0, 1.0])):
+                if rejects:
+                    with pytest.raises(ValueError) as e:
+                        fl.init_score(name, y, sw)
+                    assert str(e.value) == rejects
+                else:
+                    b = fl.init_score(name, y, sw)
+                    assert isinstance(b, float) and np.isnan(b), (name, bad, sw, b)
+        assert np.isnan(fl.init_score(name, np.array([]))), name
+        assert np.isnan(fl.init_score(name, np.array([]), np.array([]))), name
+    # the domains: NaN for the real-valued objectives, an error for the others
+    assert np.isnan(fl.init_score("huber", [np.nan, 0.0, 1.0]))
+    assert np.isnan(fl.init_score("pseudo_huber", [np.nan, 0.0, 1.0], delta=0.3))
+    assert np.isnan(fl.init_score("huber", [0.5, np.inf]))  # it gave 0.5
+    assert np.isnan(fl.init_score("squared_error", [0.5, np.inf]))
+    assert np.isnan(fl.init_score("poisson", [0.5, np.inf]))
+    for name in ("logistic", "focal", "poisson"):
+        with pytest.raises(ValueError, match="got nan at index 1"):
+            fl.init_score(name, [0.5, np.nan])
+
+
+def test_init_score_weights_with_no_minimiser_give_nan():
+    """All-zero weights (and NaN or infinite ones, or a non-positive total): NaN for every
+    objective.  focal gave -40.0 and huber the first label, poisson a ValueError about a
+    'positive mean' of nan."""
+    for name in ALL:
+        y = np.array([0, 1, 2, 1]) if name == "softmax" else np.array([0.0, 1.0, 0.25, 0.5])
+        for sw in ([0.0] * 4, [1.0, np.nan, 1.0, 1.0], [1.0, np.inf, 1.0, 1.0],
+                   [1.0, -1.0, 0.0, 0.0], [-1.0, -1.0, 0.5, 0.5]):
+            b = fl.init_score(name, y, np.array(sw))
+            if name == "softmax":
+                assert b.shape == (3,) and np.isnan(b).all(), (name, sw, b)
+            else:
+                assert isinstance(b, float) and np.isnan(b), (name, sw, b)
+            if name != "softmax":  # per target, too
+                b2 = fl.init_score(name, np.c_[y, y[::-1]], np.array(sw))
+                assert b2.shape == (2,) and np.isnan(b2).all(), (name, sw, b2)
+    # softmax class weights that zero every present class
+    b = fl.init_score("softmax", [0, 1, 1], class_weight=[0.0, 0.0, 1.0], num_class=3)
+    assert np.isnan(b).all()
+    # a bad label is still an error when the weights are all zero
+    with pytest.raises(ValueError, match="must be in"):
+        fl.init_score("logistic", [0.5, 2.0], [0.0, 0.0])
+    with pytest.raises(IndexError, match="label 5"):
+        fl.init_score("softmax", [0, 5], [0.0, 0.0], num_class=2)
+
+
+def test_init_score_root_finder_terminates_on_extreme_labels():
+    """The Newton/bisection solve stops (at most 200 steps) and lands on the root for
+    labels spread over the whole float64 range, and for tiny deltas."""
+    y = np.array([-1e300, -1.0, 0.0, 2.0, 1e300])
+    for name, opts in (("huber", {"delta": 1.0}), ("pseudo_huber", {"delta": 1.0}),
+                       ("huber", {"delta": 1e-300}), ("pseudo_huber", {"delta": 1e-12})):
+        b = fl.init_score(name, y, **opts)
+        assert np.isfinite(b), (name, opts)
+        g, _ = fl.grad_hess(name, np.full(y.size, b), y, **opts)
+        # the weighted gradient sum changes sign at b (a root of a monotone function)
+        lo, _ = fl.grad_hess(name, np.full(y.size, np.nextafter(b, -np.inf) - 1e-9 * abs(b)),
+                             y, **opts)
+        hi, _ = fl.grad_hess(name, np.full(y.size, np.nextafter(b, np.inf) + 1e-9 * abs(b)),
+                             y, **opts)
+        assert lo.sum() <= 0 <= hi.sum() or abs(g.sum()) <= 1e-12 * np.abs(g).sum(), (name, b)
+    # finite weights whose sum overflows: the same answer as for the same weights scaled
+    # down (it was a NaN gradient sum, read as "positive", and a bracket end)
+    y = np.array([0.0, 1.0, 3.0, -2.0, 0.7])
+    w = np.array([1.0, 2.0, 0.5, 3.0, 1.0])
+    for name in ELEMENTWISE:
+        yy = np.clip(y, 0, 1) if name in ("logistic", "focal") else np.abs(y) if (
+            name == "poisson") else y
+        want = fl.init_score(name, yy, w)
+        got = fl.init_score(name, yy, w * 2.0**1022)  # the sum overflows, no weight does
+        assert abs(got - want) <= 1e-12 * max(1.0, abs(want)), (name, got, want)
+
+
+def _reference_loss(name, b, y, opts):
+    """The per-sample loss at the constant margin b (broadcast against y), in float64,
+    written out from the objectives' definitions (not fastloss's kernels)."""
+    z = b - y
+    if name == "logistic":
+        return np.logaddexp(0.0, b) - y * b
+    if name == "squared_error":
+        return 0.5 * z * z
+    if name == "huber":
+        d = opts.get("delta", 1.0)
+        return np.where(np.abs(z) <= d, 0.5 * z * z, d * (np.abs(z) - 0.5 * d))
+    if name == "pseudo_huber":
+        d = opts.get("delta", 1.0)
+        return d * d * (np.sqrt(1.0 + (z / d) ** 2) - 1.0)
+    if name == "poisson":
+        return np.exp(b) - y * b
+    if name == "focal":  # torchvision's sigmoid_focal_loss
+        gamma, alpha = opts.get("gamma", 2.0), opts.get("alpha")
+        p = 1.0 / (1.0 + np.exp(-b))
+        ce = np.logaddexp(0.0, b) - y * b
+        pt = p * y + (1.0 - p) * (1.0 - y)
+        loss = ce * (1.0 - pt) ** gamma
+        if alpha is not None:
+            loss = (alpha * y + (1.0 - alpha) * (1.0 - y)) * loss
+        return loss
+    raise AssertionError(name)
+
+
+def _reference_minimiser(name, y, w, opts):
+    """argmin_b sum_i w_i loss(b, y_i): a fine grid, then a bounded scipy search."""
+    from scipy.optimize import minimize_scalar
+
+    w = np.ones(y.size) if w is None else w
+
+    def f(b):
+        return float(np.sum(w * _reference_loss(name, b, y, opts)))
+
+    grid = np.linspace(y.min() - 3, y.max() + 3, 4001) if name not in (
+        "logistic", "focal", "poisson") else np.linspace(-12, 12, 4001)
+    vals = np.sum(w * _reference_loss(name, grid[:, None], y[None, :], opts), axis=1)
+    k = int(np.argmin(vals))
+    step = grid[1] - grid[0]
+    res = minimize_scalar(f, bounds=(grid[k] - step, grid[k] + step), method="bounded",
+                          options={"xatol": 1e-12, "maxiter": 500})
+    return res.x, f
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_init_score_multi_target_is_one_optimum_per_column(weighted, rng):
+    """(n, T) labels: a (T,) array, each entry the minimiser of that column's weighted
+    loss (it pooled every element into one number); 1-D labels still give a float."""
+    n, T = 400, 3
+    w = rng.uniform(0.2, 2.0, n) if weighted else None
+    for name in ELEMENTWISE:
+        opts = {"delta": 0.7} if name in ("huber", "pseudo_huber") else (
+            {"gamma": 2.0, "alpha": 0.25} if name == "focal" else {})
+        y = labels_for(name, rng, (n, T))
+        # a second column with another optimum (shrunk towards 0, or shifted up)
+        other = labels_for(name, rng, (n,))
+        y[:, 1] = other**2 * 0.5 if name in ("logistic", "focal") else other + 3.0
+        if name in ("huber", "pseudo_huber"):
+            y[:7, 2] += 60.0  # outliers in one column only
+        b = fl.init_score(name, y, w, **opts)
+        assert isinstance(b, np.ndarray) and b.shape == (T,) and b.dtype == np.float64, name
+        for t in range(T):
+            col = y[:, t]
+            bt = fl.init_score(name, col, w, **opts)
+            assert isinstance(bt, float)
+            assert b[t] == bt, (name, t)  # the same bits as the column on its own
+            ref, f = _reference_minimiser(name, col, w, opts)
+            assert abs(b[t] - ref) <= 1e-6 * max(1.0, abs(ref)), (name, t, b[t], ref)
+            assert f(b[t]) <= f(ref) + 1e-12 * (abs(f(ref)) + 1.0), (name, t)
+        # the columns differ, so the pooled constant is not any column's optimum
+        assert np.ptp(b) > 0.05, (name, b)
+        # the per-column answer zeroes each column's weighted gradient sum
+        g, _ = fl.grad_hess(name, np.tile(b, (n, 1)), y, sample_weight=w, **opts)
+        np.testing.assert_allclose(g.sum(0), 0.0, atol=1e-8 * np.abs(g).sum())
+
+
+def test_init_score_multi_target_shapes_and_errors():
+    y = np.array([[0.0, 10.0], [2.0, 20.0], [4.0, 60.0]])
+    np.testing.assert_array_equal(fl.init_score("squared_error", y), [2.0, 30.0])
+    np.testing.assert_array_equal(fl.init_score("squared_error", y, [1.0, 0.0, 1.0]),
+                                  [2.0, 35.0])
+    assert fl.init_score("squared_error", y[:, :1]).shape == (1,)
+    assert fl.init_score("squared_error", np.empty((3, 0))).shape == (0,)
+    b = fl.init_score("huber", np.empty((0, 2)))
+    assert b.shape == (2,) and np.isnan(b).all()
+    # a NaN label makes its own target NaN only
+    yn = y.copy()
+    yn[1, 1] = np.nan
+    b = fl.init_score("pseudo_huber", yn)
+    assert np.isfinite(b[0]) and np.isnan(b[1])
+    assert b[0] == fl.init_score("pseudo_huber", y[:, 0])
+    # a label outside the domain is named by its (row, column) index
+    with pytest.raises(ValueError, match=r"got -1.0 at index \(2, 1\)"):
+        fl.init_score("poisson", np.array([[1.0, 2.0], [0.0, 1.0], [3.0, -1.0]]))
+    # a poisson target whose weighted mean is 0 names its column
+    with pytest.raises(ValueError, match="positive mean; got 0.0 of target column 1"):
+        fl.init_score("poisson", np.array([[1.0, 0.0], [2.0, 0.0]]))
+    with pytest.raises(ValueError, match=r"shape \(n,\) or \(n, T\)"):
+        fl.init_score("squared_error", np.zeros((2, 2, 2)))
+    with pytest.raises(ValueError, match="sample_weight shape"):
+        fl.init_score("squared_error", y, np.ones(2))
+
+
 @given(st.integers(1, 3000), st.integers(0, 2**31))
 def test_property_grad_of_a_slice_is_the_slice_of_grad(n, seed):
     rng = np.random.default_rng(seed)
