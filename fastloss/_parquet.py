@@ -101,6 +101,10 @@ class ParquetSource:
             self.shape = (self.n_rows,)
             vt = first
         self.dtype = np.dtype(vt.to_pandas_dtype()) if _numeric(vt) else np.dtype(object)
+        if len(self.columns) > 1 and not self.list_col:  # per-class columns: np.stack's type
+            types = [schema.field(c).type for c in self.columns]
+            if all(_numeric(t) for t in types):
+                self.dtype = np.result_type(*[np.dtype(t.to_pandas_dtype()) for t in types])
         self.row_bytes = max(1, self.dtype.itemsize * (self.shape[1] if len(self.shape) > 1
                                                        else 1))
         self._it = None

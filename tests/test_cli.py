@@ -513,3 +513,25 @@ def test_parquet_corrupt_first_page_of_a_list_column_names_the_file(tmp_path, ca
     status, err = _main(capsys, "score", "cross_entropy", f, f, "--reduction", "sum")
     assert status == 1 and len(err.strip().splitlines()) == 1, err
     assert f"input {f}: cannot read its first row" in err, err
+
+
+def test_parquet_per_class_columns_of_mixed_types_score_in_the_promoted_dtype(tmp_path,
+                                                                              capsys):
+    """p_0 float32 and p_1 float64: the rows are stacked as float64, and an empty file
+    gives float64 losses too (the source once reported the first column's float32)."""
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    x = np.array([[0.5, -1.0], [2.0, 0.25], [-1.5, 1.0]])
+    y = np.array([1, 0, 1])
+    for n in (3, 0):
+        t = pa.table({"p_0": pa.array(x[:n, 0].astype(np.float32)),
+                      "p_1": pa.array(x[:n, 1]), "target": pa.array(y[:n])})
+        f = tmp_path / f"mixed{n}.parquet"
+        pq.write_table(t, f)
+        status, err = _main(capsys, "score", "cross_entropy", f, f, "--input-column", "p",
+                            "-o", tmp_path / f"o{n}.npy")
+        assert status == 0, err
+        got = np.load(tmp_path / f"o{n}.npy")
+        assert got.dtype == np.float64 and got.shape == (n,)
+        ref = np.stack([x[:n, 0].astype(np.float32).astype(np.float64), x[:n, 1]], 1)
+        np.testing.assert_array_equal(got, fl.cross_entropy(ref, y[:n], reduction="none").loss)
