@@ -877,6 +877,13 @@ def _init_softmax(raw, y, w, w_bad, o):
                 "(it is max(label) + 1 without num_class); pass num_class=K"
             )
         K = int(y.max()) + 1
+        if K > 2**31:  # a (K,) result of 16+ GiB: a corrupt label, not a class count
+            row = int(np.argmax(y))
+            raise ValueError(
+                f"label {raw.reshape(-1)[row].item()!r} at row {row} would make "
+                f"{K} classes (without num_class, K is max(label) + 1); pass num_class=K "
+                "if that many are meant"
+            )
     if o["class_weight"] is not None:
         cw = np.asarray(o["class_weight"], dtype=np.float64)
         if cw.shape != (K,):

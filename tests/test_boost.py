@@ -575,6 +575,10 @@ def test_init_score_softmax_label_errors_name_the_value_row_and_classes():
     # no labels and no num_class: K cannot be inferred
     with pytest.raises(ValueError, match="pass num_class"):
         fl.init_score("softmax", np.array([], dtype=np.int64))
+    # a huge label without num_class: an error naming it, not a (K,) allocation of 8 TB
+    with pytest.raises(ValueError, match=r"label 1000000000000.0 at row 2 would make "
+                       r"1000000000001 classes"):
+        fl.init_score("softmax", np.array([0.0, 1.0, 1e12]))
     assert np.isnan(fl.init_score("softmax", np.array([], dtype=np.int64), num_class=3)).all()
     for K, exc in ((0, ValueError), (2.5, ValueError), (np.inf, ValueError), (True, TypeError),
                    ("3", TypeError)):
