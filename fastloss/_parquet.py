@@ -163,10 +163,13 @@ class ParquetSource:
                              "name one with --target-column")
         if len(names) == 1:
             return names, _is_list(schema.field(names[0]).type)
-        lists = [n for n in names if _is_list(schema.field(n).type)]
-        if len(lists) == 1:
-            return lists, True
         skip = {exclude or "target"}
+        lists = [n for n in names if n not in skip and _is_list(schema.field(n).type)]
+        if len(lists) == 1:  # the one list column besides the target's
+            return lists, True
+        if len(lists) > 1:
+            raise UsageError(f"input {self.path}: several list columns ({', '.join(lists)}); "
+                             "name one with --input-column")
         cols = [n for n in names if n not in skip and _numeric(schema.field(n).type)]
         if not cols:
             raise UsageError(f"input {self.path}: no numeric columns; name one with "

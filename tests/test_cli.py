@@ -535,3 +535,29 @@ def test_parquet_per_class_columns_of_mixed_types_score_in_the_promoted_dtype(tm
         assert got.dtype == np.float64 and got.shape == (n,)
         ref = np.stack([x[:n, 0].astype(np.float32).astype(np.float64), x[:n, 1]], 1)
         np.testing.assert_array_equal(got, fl.cross_entropy(ref, y[:n], reduction="none").loss)
+
+
+def test_parquet_default_input_column_is_the_list_column_besides_the_target(tmp_path,
+                                                                            capsys):
+    """With no --input-column, the one list column other than the target's is the input
+    (a list-valued target once made two list columns read as 'no numeric columns', and a
+    list target beside per-class float columns was taken for the input)."""
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    rng = np.random.default_rng(3)
+    x, y = rng.standard_normal((30, 4)), rng.standard_normal((30, 4))
+
+    def lists(a):
+        return pa.FixedSizeListArray.from_arrays(pa.array(a.reshape(-1)), a.shape[1])
+
+    f = tmp_path / "two_lists.parquet"
+    pq.write_table(pa.table({"pred": lists(x), "target": lists(y)}), f)
+    status = cli.main(["score", "mse_loss", str(f), str(f), "--reduction", "sum"])
+    out, err = capsys.readouterr()
+    assert status == 0, err
+    assert float(out) == pytest.approx(float(fl.mse_loss(x, y, reduction="sum").loss),
+                                       rel=1e-13)
+    f = tmp_path / "three_lists.parquet"
+    pq.write_table(pa.table({"a": lists(x), "b": lists(x), "target": lists(y)}), f)
+    status, err = _main(capsys, "score", "mse_loss", f, f, "--reduction", "sum")
+    assert status == 2 and "several list columns (a, b)" in err, err
