@@ -93,6 +93,8 @@ class ParquetSource:
             t = first
             self.width = t.list_size if hasattr(t, "list_size") else self._first_width()
             self.shape = (self.n_rows, self.width)
+            #: a variable-size list column with no rows says nothing of its width
+            self.width_unknown = self.n_rows == 0 and not hasattr(t, "list_size")
             vt = t.value_type
         elif len(self.columns) > 1:
             self.shape = (self.n_rows, len(self.columns))

@@ -535,6 +535,7 @@ def _score(args, info, options, reduction, weight, out):
         if not one_sample and (len(tgt.shape) == 0 or tgt.n_rows != src.n_rows):
             raise DataError(f"input has {src.n_rows} rows but target has "
                             f"{tgt.n_rows if len(tgt.shape) else 'none (0-d)'}")
+    _adopt_width(src, tgt)
     n = src.n_rows
     rows = args.chunk_rows or max(1, CHUNK_BYTES // src.row_bytes)
     if one_sample:
@@ -611,6 +612,18 @@ def _score(args, info, options, reduction, weight, out):
     if out is not None:
         return None
     return _chunked.finish(plan, total, dtype if dtype is not None else np.dtype(np.float64))
+
+
+def _adopt_width(src, tgt):
+    """An empty variable-size Parquet list column has no width of its own: it takes the
+    other file's (so an empty input and an empty target of the same shape match)."""
+    if tgt is None:
+        return
+    for a, b in ((src, tgt), (tgt, src)):
+        if getattr(a, "width_unknown", False) and len(b.shape) == 2 and len(a.shape) == 2 \
+                and not getattr(b, "width_unknown", False):
+            a.shape = (a.shape[0], b.shape[1])
+            a.width = b.shape[1]
 
 
 def _check_axis(ax, shape, one_sample):

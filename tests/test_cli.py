@@ -561,3 +561,27 @@ def test_parquet_default_input_column_is_the_list_column_besides_the_target(tmp_
     pq.write_table(pa.table({"a": lists(x), "b": lists(x), "target": lists(y)}), f)
     status, err = _main(capsys, "score", "mse_loss", f, f, "--reduction", "sum")
     assert status == 2 and "several list columns (a, b)" in err, err
+
+
+def test_parquet_empty_variable_lists_take_the_other_files_width(tmp_path, capsys):
+    """A variable-size list column with no rows has no width: paired with an empty
+    (0, 3) target it scores as an empty (0, 3) input, as two empty .npy files do."""
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    f = tmp_path / "empty.parquet"
+    pq.write_table(pa.table({"p": pa.array([], type=pa.list_(pa.float64()))}), f)
+    np.save(tmp_path / "t0.npy", np.zeros((0, 3)))
+    np.save(tmp_path / "x0.npy", np.zeros((0, 3)))
+    for args in ([f, tmp_path / "t0.npy"], [tmp_path / "x0.npy", f],
+                 [tmp_path / "x0.npy", tmp_path / "t0.npy"]):
+        got = []
+        for red in ("sum", "mean"):
+            status = cli.main(["score", "mse_loss", *map(str, args), "--reduction", red])
+            out, err = capsys.readouterr()
+            assert status == 0, (args, err)
+            got.append(float(out))
+        assert got[0] == 0.0 and np.isnan(got[1]), (args, got)
+        status, err = _main(capsys, "score", "mse_loss", *args, "-o", tmp_path / "e.npy",
+                            "--force")
+        assert status == 0, err
+        assert np.load(tmp_path / "e.npy").shape == (0, 3), args
