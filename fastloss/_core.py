@@ -281,6 +281,21 @@ def unalias(out, *arrays):
     )
 
 
+def separate(out, *arrays):
+    """``arrays`` with each one that shares any memory with ``out`` replaced by a copy.
+    For what a kernel reads beyond the element it writes (class weights, a row's class
+    index or target row, read while other rows' gradients are written), where even
+    ``out`` being that very array (which :func:`unalias` lets through) would change it
+    under the kernel."""
+    if not isinstance(out, np.ndarray):
+        return arrays
+    return tuple(
+        readonly(np.array(a, order="C")) if a is not None and a.size
+        and np.may_share_memory(out, a) else a
+        for a in arrays
+    )
+
+
 def release_buffers() -> None:
     """Free the gradient memory fastloss keeps for reuse (see ``FASTLOSS_POOL_MB``)."""
     POOL.release()

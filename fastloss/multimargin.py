@@ -17,6 +17,7 @@ from ._core import (
     prepare_out,
     readonly,
     register,
+    separate,
     target_out_of_bounds,
     to_dtype,
     unalias,
@@ -140,7 +141,7 @@ def multi_margin_loss(
     if x.ndim > 2 or (x.ndim and x.shape[-1] == 0):
         raise ValueError(f"input must have shape (N, C) or (C,) with C >= 1, got shape {x.shape}")
     c = x.shape[-1] if x.ndim else 1  # a 0-d input is one sample of one class (PyTorch)
-    t = as_index_target(target, c)
+    (t,) = separate(out, as_index_target(target, c))  # never overwritten under the kernel
     if not _target_shape_ok(x.shape if x.ndim else (1,), t.shape):
         expected = "() or (1,)" if x.ndim < 2 else f"({x.shape[0]},)"
         raise ValueError(
@@ -168,7 +169,7 @@ def multi_margin_loss(
                 )
             if wa.dtype.kind not in "fiub":
                 raise TypeError(f"weight must be a real numeric array, got dtype {wa.dtype}")
-            (w,) = unalias(out, readonly(np.ascontiguousarray(wa, dtype=x.dtype)))
+            (w,) = separate(out, readonly(np.ascontiguousarray(wa, dtype=x.dtype)))
 
     g = prepare_out(out, x, grad)
     if out is not None and np.may_share_memory(g, x):

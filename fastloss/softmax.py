@@ -32,6 +32,7 @@ from ._core import (
     readonly,
     register,
     same_buffer,
+    separate,
     small_result,
     target_out_of_bounds,
     to_dtype,
@@ -113,16 +114,17 @@ def _weight(weight, C: int, out=None) -> np.ndarray:
             f"weight should be defined either for all {C} classes or no classes "
             f"but got weight of shape {w.shape}"
         )
-    return unalias(out, readonly(np.ascontiguousarray(w, dtype=np.float64)))[0]
+    return separate(out, readonly(np.ascontiguousarray(w, dtype=np.float64)))[0]
 
 
-def _index_target(target, rows: _Rows) -> np.ndarray:
-    return _index_target_of(target, rows.shape, rows.axis).reshape(-1)
+def _index_target(target, rows: _Rows, out=None) -> np.ndarray:
+    return _index_target_of(target, rows.shape, rows.axis, out).reshape(-1)
 
 
-def _index_target_of(target, shape, axis) -> np.ndarray:
-    """Integer targets with ``shape`` minus the class ``axis`` (checked), as int64."""
-    y = as_index_target(target, shape[axis], ignorable=True)
+def _index_target_of(target, shape, axis, out=None) -> np.ndarray:
+    """Integer targets with ``shape`` minus the class ``axis`` (checked), as int64; a
+    copy where they share memory with ``out`` (the gradient must not overwrite them)."""
+    (y,) = separate(out, as_index_target(target, shape[axis], ignorable=True))
     expected = tuple(s for k, s in enumerate(shape) if k != axis)
     if y.shape != expected:
         raise ValueError(
@@ -265,7 +267,7 @@ def cross_entropy(
         # directly, so nothing the size of the input is copied
         A = math.prod(x.shape[:ax])
         B = math.prod(x.shape[ax + 1 :])
-        y2 = _index_target_of(t_arr, x.shape, ax).reshape(A, B)
+        y2 = _index_target_of(t_arr, x.shape, ax, out).reshape(A, B)
         if weight is not None:
             res = _ce_replay(x, ax, y2, w, ii, eps, zl, cap, reduction, grad, out)
             if res is not None:
@@ -294,9 +296,9 @@ def cross_entropy(
     rows = _Rows(x, ax)
     if prob:
         _check_prob_target(t_arr, x, ii)
-        t2 = rows.rows_of(unalias(out, as_float_like(t_arr, x))[0])
+        t2 = rows.rows_of(separate(out, as_float_like(t_arr, x))[0])
     else:
-        y = _index_target(t_arr, rows)
+        y = _index_target(t_arr, rows, out)
         if weight is not None:
             res = _ce_replay(x, ax, y, w, ii, eps, zl, cap, reduction, grad, out)
             if res is not None:
@@ -503,7 +505,11 @@ def _ce_small_fast(x, y, ignore_index, mean, grad, out):
         if status:
             _check_index_status(status, bad, C)
         return small_result(loss, x.dtype, g, grad)
-    g = _fast_grad(x, grad) if out is None else prepare_out(out, x, grad)
+    if out is None:
+        g = _fast_grad(x, grad)
+    else:
+        g = prepare_out(out, x, grad)
+        (y,) = separate(out, y)  # labels in the gradient's memory: read from a copy
     rl = np.empty(R, np.float64)
     k = K.ce_index_small.serial if R * C < PARALLEL_MIN_WORK else pick(K.ce_index_small, R * C)
     status, bad, denom, _, total, _ = k(
@@ -588,7 +594,7 @@ def nll_loss(
     if ax != x.ndim - 1:  # strided class axis: read in place, no copy
         A = math.prod(x.shape[:ax])
         B = math.prod(x.shape[ax + 1 :])
-        y2 = _index_target_of(target, x.shape, ax).reshape(A, B)
+        y2 = _index_target_of(target, x.shape, ax, out).reshape(A, B)
         g = prepare_out(out, x, grad)
         g3 = g.reshape(A, C, B) if grad else _EMPTY_3D[x.dtype]
         rl = np.empty((A, B), np.float64)
@@ -598,7 +604,7 @@ def nll_loss(
         _check_index_status(status, bad, C)
         return finish(_finish(rl.reshape(-1), reduction, denom, x, ax), g, grad, out)
     rows = _Rows(x, ax)
-    y = _index_target(target, rows)
+    y = _index_target(target, rows, out)
     g2, g = rows.grad_buffer(out, x, grad)
     R = rows.x2.shape[0]
     rl = np.empty(R, np.float64)
@@ -625,6 +631,7 @@ def _nll_small_fast(x, y, ignore_index, mean, grad, out=None):
     else:
         g = prepare_out(out, x, grad)
         (x,) = unalias(out, x)
+        (y,) = separate(out, y)
     rl = np.empty(R, np.float64)
     status, bad, denom, _, total = pick(K.nll, R * C, R)(
         readonly(x), readonly(y), _NO_WEIGHT, ignore_index, mean, g, rl
@@ -698,7 +705,7 @@ def softmax_focal_loss(
     rows = _Rows(x, ax)
     C = x.shape[ax]
     w = _weight(weight, C, out)
-    y = _index_target(target, rows)
+    y = _index_target(target, rows, out)
     g2, g = rows.grad_buffer(out, x, grad)
     R = rows.x2.shape[0]
     rl = np.empty(R, np.float64)
@@ -716,7 +723,8 @@ def _pair(input, target, axis, reduction, grad, out):
     check_reduction(reduction, ("none", "sum", "mean", "batchmean"))
     if x.ndim == 0:
         raise ValueError("input must have at least one dimension (the class axis)")
-    x, t = unalias(out, x, as_float_like(target, x, shape=x.shape))
+    (x,) = unalias(out, x)
+    (t,) = separate(out, as_float_like(target, x, shape=x.shape))
     ax = normalize_axis(axis, x.ndim)
     rows = _Rows(x, ax)
     t2 = rows.rows_of(t)

@@ -238,6 +238,66 @@ def test_weight_overlapping_out_gives_the_unaliased_result():
     np.testing.assert_array_equal(got.grad, want.grad)
 
 
+@pytest.mark.parametrize("reduction", ["sum", "none"])
+@pytest.mark.parametrize("shape", [(8, 5), (3000, 5), (6, 300), (2, 5, 4)])
+def test_class_indices_stored_in_out_are_read_before_the_gradient_overwrites_them(
+        shape, reduction):
+    """int64 labels living in the gradient buffer's memory (the fast paths once passed them
+    to the kernel as they were: the first rows' gradients overwrote later rows' labels,
+    a wrong loss or an out-of-bounds read that crashed the process)."""
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal(shape)
+    C = shape[1]
+    n_labels = int(np.prod(shape)) // C
+    fns = [(fl.cross_entropy, {}), (fl.cross_entropy, dict(label_smoothing=0.1)),
+           (fl.nll_loss, {}), (fl.softmax_focal_loss, {})]
+    if len(shape) == 2:
+        fns.append((fl.multi_margin_loss, {}))
+    for fn, kw in fns:
+        buf = np.zeros(shape)
+        y = buf.reshape(-1).view(np.int64)[:n_labels]
+        if len(shape) == 3:
+            y = y.reshape(shape[0], shape[2])
+        y[...] = rng.integers(0, C, y.shape)
+        axis = {"axis": 1} if len(shape) == 3 else {}
+        want = fn(x, y.copy(), reduction=reduction, **axis, **kw)
+        got = fn(x, y, reduction=reduction, out=buf, **axis, **kw)
+        np.testing.assert_array_equal(got.loss, want.loss, err_msg=fn.__name__)
+        np.testing.assert_array_equal(got.grad, want.grad, err_msg=fn.__name__)
+
+
+def test_a_weight_or_target_that_is_out_itself_is_read_before_it_is_overwritten():
+    """out= the class-weight array of a single 1-D sample (the same shape as the input, so
+    the in-place exemption let it through), or out= a probability target / divergence
+    target: the results of separate arrays."""
+    rng = np.random.default_rng(2)
+    for C in (7, 40):
+        x = rng.standard_normal(C)
+        w = rng.random(C) + 0.1
+        y = np.array(2)
+        for fn, kw in ((fl.cross_entropy, {}), (fl.cross_entropy, dict(label_smoothing=0.3)),
+                       (fl.nll_loss, {}), (fl.softmax_focal_loss, {}),
+                       (fl.multi_margin_loss, {})):
+            want = fn(x, y, w.copy(), reduction="sum", **kw)
+            ww = w.copy()
+            got = fn(x, y, ww, reduction="sum", out=ww, **kw)
+            assert float(got.loss) == float(want.loss), fn.__name__
+            np.testing.assert_array_equal(got.grad, want.grad, err_msg=fn.__name__)
+    x = rng.standard_normal((6, 9))
+    t = rng.random((6, 9))
+    t /= t.sum(1, keepdims=True)
+    for fn, kw in ((fl.cross_entropy, {}), (fl.cross_entropy, dict(label_smoothing=0.2)),
+                   (fl.kl_div_with_logits, dict(temperature=2.0)),
+                   (fl.js_div_with_logits, {}), (fl.kl_div, {})):
+        tt = np.log(t) if fn is fl.kl_div_with_logits or fn is fl.js_div_with_logits else t
+        want = fn(x, tt.copy(), reduction="sum", **kw)
+        tc = tt.copy()
+        got = fn(x, tc, reduction="sum", out=tc, **kw)
+        np.testing.assert_allclose(float(got.loss), float(want.loss), rtol=1e-15,
+                                   err_msg=fn.__name__)
+        np.testing.assert_array_equal(got.grad, want.grad, err_msg=fn.__name__)
+
+
 @pytest.mark.parametrize("reduction", ["none", "sum", "mean"])
 def test_ce_with_no_classes_matches_torch(reduction):
     x = np.zeros((2, 0))
