@@ -209,9 +209,26 @@ def _fill(row, value):
         row[j] = v
 
 
-@inline
+@rowfn
+def _ce_row_scalars(wy, eps, ec, W, r, zl, rz, ls, lse, m, zt, sw, s, et, wt):
+    """One row's loss, gradient scale ``a`` and target gradient element of the index
+    cross-entropy (before the softcap's derivative), in a function compiled once and
+    called by the serial and the parallel build alike: inlined into each, fastmath's
+    ``contract`` let LLVM fuse these multiply-adds into FMAs differently in the two
+    builds (1 ulp of the target's gradient with label smoothing, z-loss and softcap), and
+    the thread count must not change a bit.  ``gt``, softmax minus target in one float64
+    expression, is exactly 0 where the softmax is exactly 1 (one class), as PyTorch's."""
+    loss = wy * (1.0 - eps) * (ls - (zt - m))
+    if eps > 0.0:
+        loss += ec * (W * ls - sw)
+    a = ((wy * (1.0 - eps) + ec * W) * r + 2.0 * zl * lse * rz) / s
+    gt = et * a - ec * r * wt - wy * (1.0 - eps) * r
+    return loss, a, gt
+
+
+@rowfn
 def _dcap(v, cap):
-    """d(cap*tanh(v/cap))/dv."""
+    """d(cap*tanh(v/cap))/dv (compiled once for both builds, as :func:`_ce_row_scalars`)."""
     if cap > 0.0:
         t = math.tanh(v / cap)
         return 1.0 - t * t
@@ -492,15 +509,13 @@ def _ce_index(x, y, w, ignore_index, eps, zl, cap, mean, g, rl, rzl):
                     _fill(g[i], np.nan if lse != lse else 0.0)
                 continue
             wy = w[t] if has_w else 1.0
-            loss = wy * (1.0 - eps) * (ls - (zt - float(m)))
-            if eps > 0.0:
-                loss += ec * (W * ls - sw)
+            loss, a, gt = _ce_row_scalars(wy, eps, ec, W, r, zl, rz, ls, lse, float(m), zt,
+                                          sw, s, et, w[t] if has_w else 1.0)
             rl[i] = loss
             if zl > 0.0:
                 rzl[i] = zl * lse * lse
             if want_g:
                 gi = g[i]
-                a = ((wy * (1.0 - eps) + ec * W) * r + 2.0 * zl * lse * rz) / s
                 if cap > 0.0:
                     CAPPED_GRAD(gi, scratch, xi, cap, a, ec * r, w, has_w)
                 elif eps > 0.0 and has_w:
@@ -509,10 +524,6 @@ def _ce_index(x, y, w, ignore_index, eps, zl, cap, mean, g, rl, rzl):
                     SCALE_SUB(gi, a, ec * r)
                 else:
                     _scale(gi, a)
-                # the target's element in one float64 expression, softmax minus target
-                # before the cap's derivative: exactly 0 where the softmax is exactly 1
-                # (one class), as PyTorch's
-                gt = et * a - ec * r * (w[t] if has_w else 1.0) - wy * (1.0 - eps) * r
                 gi[t] = gt * DCAP(xt, cap)
     # totals in a fixed order (saves the caller a NumPy reduction on small inputs)
     return 0, 0, tw, nv, row_sum(rl), (row_sum(rzl) if zl > 0.0 else 0.0)
