@@ -181,6 +181,8 @@ def check_reduction(reduction: str, allowed=("none", "sum", "mean")) -> None:
 
 
 def normalize_axis(axis, ndim: int) -> int:
+    if isinstance(axis, (bool, np.bool_)):  # NumPy and PyTorch refuse a bool axis too
+        raise TypeError(f"axis must be an integer, got {axis!r}")
     try:
         axis = operator.index(axis)
     except TypeError:

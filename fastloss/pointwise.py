@@ -410,8 +410,10 @@ def sigmoid_focal_loss(input, target, *, alpha=0.25, gamma=2.0, reduction="mean"
     x, t = _prepare(input, target, reduction)
     alpha = _float_option(alpha, "alpha")
     gamma = _float_option(gamma, "gamma")
-    if math.isnan(alpha):
-        raise ValueError("alpha must be a number in [0, 1], or negative to disable weighting")
+    if not alpha <= 1.0:  # NaN, inf and (1, inf): alpha_t would be negative
+        raise ValueError(
+            f"alpha must be a number in [0, 1], or negative to disable weighting; got {alpha}"
+        )
     if not 0.0 <= gamma < math.inf:
         raise ValueError(f"gamma must be a finite number >= 0, got {gamma}")
     return _run(_k.sigmoid_focal_loss, x, t, alpha, gamma, reduction=reduction, grad=grad,

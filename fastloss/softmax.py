@@ -487,6 +487,7 @@ def _plain_index_call(input, target, weight, reduction, axis) -> bool:
         and input.dtype in _FAST_DTYPES
         and target.dtype == _INT64
         and (reduction == "mean" or reduction == "sum")
+        and type(axis) is int
         and (axis == -1 or axis == 1)
         and input.shape[0] == target.shape[0]
         and input.flags.c_contiguous
@@ -789,8 +790,10 @@ def kl_div_with_logits(
         target: teacher logits ``t``, same shape.
         temperature: T > 0.
         axis: the class axis.
-        reduction: ``"batchmean"`` (default: sum / ``input.shape[0]``, PyTorch's
-            definition), ``"mean"`` (over rows), ``"sum"`` or ``"none"`` (per row).
+        reduction: ``"batchmean"`` (default: sum / ``input.shape[0]``, the batch size,
+            PyTorch's definition; a 1-D input is one sample, so its batchmean is its
+            sum, where ``F.kl_div``'s elementwise batchmean would divide by ``C``),
+            ``"mean"`` (over rows), ``"sum"`` or ``"none"`` (per row).
         grad, out: see :func:`cross_entropy`.
 
     Example:

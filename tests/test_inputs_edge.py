@@ -459,3 +459,17 @@ def test_small_reduced_call_with_out_overlapping_a_weight(reduction):
     assert got.grad is x
     np.testing.assert_array_equal(got.loss, want.loss)
     np.testing.assert_array_equal(got.grad, want.grad)
+
+
+def test_a_float_or_bool_axis_is_a_type_error_on_every_path():
+    """The 2-D int64 fast paths compared ``axis == 1`` (1.0 and True passed); the general
+    path took True as 1 (NumPy and PyTorch refuse a bool axis)."""
+    x = np.zeros((3, 4))
+    y = np.zeros(3, np.int64)
+    for fn in (fl.cross_entropy, fl.nll_loss, fl.softmax_focal_loss):
+        for ax in (1.0, True, np.True_):
+            with pytest.raises(TypeError, match="axis must be an integer"):
+                fn(x, y, axis=ax)
+        assert fn(x, y, axis=np.int64(1)).loss == fn(x, y, axis=1).loss
+    with pytest.raises(TypeError, match="axis must be an integer"):
+        fl.kl_div_with_logits(x, x, axis=True)

@@ -545,8 +545,11 @@ def test_option_errors():
             fl.huber_loss(x, x, delta=d)
     with pytest.raises(ValueError, match="gamma must be a finite number >= 0"):
         fl.sigmoid_focal_loss(x, x, gamma=-1.0)
-    with pytest.raises(ValueError, match="alpha"):
-        fl.sigmoid_focal_loss(x, x, alpha=math.nan)
+    for a in (math.nan, 1.5, math.inf):  # alpha_t = alpha t + (1 - alpha)(1 - t) < 0
+        with pytest.raises(ValueError, match="alpha must be a number in"):
+            fl.sigmoid_focal_loss(x, x, alpha=a)
+    for a in (1.0, 0.0, -1.0, -math.inf):  # the edges, and "negative disables weighting"
+        assert np.isfinite(fl.sigmoid_focal_loss(x, x, alpha=a).loss)
     with pytest.raises(ValueError, match="margin must be a finite number"):
         fl.hinge_loss(x, np.ones(3), margin=math.inf)
     with pytest.raises(TypeError, match="beta must be a real number"):
