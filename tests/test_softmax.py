@@ -1171,25 +1171,35 @@ def test_prop_out_input_equals_fresh_out(data, reduction, dtype):
 PAR_SHAPE = (263, 131)  # 34453 elements > PARALLEL_MIN_WORK (32768): the parallel path
 
 
+def _thread_case(seed, dtype):
+    """Logits of the parallel path's size with a few -inf, and the generator after them."""
+    r = np.random.default_rng(seed)
+    n = int(r.integers(PAR_SHAPE[0], PAR_SHAPE[0] + 40))
+    x = (3 * r.standard_normal((n, PAR_SHAPE[1]))).astype(dtype)
+    x.reshape(-1)[r.integers(0, x.size, 5)] = -np.inf
+    return x, r
+
+
+def _same_bits_on_1_and_2_threads(fn, x, args, kw):
+    for reduction in REDUCTIONS:
+        fl.set_num_threads(1)
+        a = fn(x, *args, reduction=reduction, **kw)
+        fl.set_num_threads(2)
+        b = fn(x, *args, reduction=reduction, **kw)
+        bitwise_equal(a, b)
+
+
 def test_thread_count_changes_no_bit_of_ce_with_every_option():
     """A case the property below once drew (seed 819): with class weights, label
     smoothing, z-loss and softcap, the target's gradient element of one row differed by
     1 ulp between 1 and 2 threads (its multiply-adds were fused into FMAs differently in
     the serial and the parallel build; they are now one compiled function)."""
-    r = np.random.default_rng(819)
-    n = int(r.integers(PAR_SHAPE[0], PAR_SHAPE[0] + 40))
-    x = 3 * r.standard_normal((n, PAR_SHAPE[1]))
-    x.reshape(-1)[r.integers(0, x.size, 5)] = -np.inf
+    x, r = _thread_case(819, np.float64)
     (_, fn, args, kw), = [c for c in _family_calls(x, r) if c[0] == "ce_opts"]
     n0 = fl.get_num_threads()
     try:
         with force_parallel():  # the parallel build itself, compiled in the call
-            for reduction in REDUCTIONS:
-                fl.set_num_threads(1)
-                a = fn(x, *args, reduction=reduction, **kw)
-                fl.set_num_threads(2)
-                b = fn(x, *args, reduction=reduction, **kw)
-                bitwise_equal(a, b)
+            _same_bits_on_1_and_2_threads(fn, x, args, kw)
     finally:
         fl.set_num_threads(n0)
 
@@ -1197,19 +1207,11 @@ def test_thread_count_changes_no_bit_of_ce_with_every_option():
 @settings(max_examples=4)
 @given(st.integers(0, 2**32 - 1), st.sampled_from(DTYPES))
 def test_prop_thread_count_changes_no_bit(seed, dtype):
-    r = np.random.default_rng(seed)
-    n = int(r.integers(PAR_SHAPE[0], PAR_SHAPE[0] + 40))
-    x = (3 * r.standard_normal((n, PAR_SHAPE[1]))).astype(dtype)
-    x.reshape(-1)[r.integers(0, x.size, 5)] = -np.inf
+    x, r = _thread_case(seed, dtype)
     n0 = fl.get_num_threads()
     try:
         for _label, fn, args, kw in _family_calls(x, r):
-            for reduction in REDUCTIONS:
-                fl.set_num_threads(1)
-                a = fn(x, *args, reduction=reduction, **kw)
-                fl.set_num_threads(2)
-                b = fn(x, *args, reduction=reduction, **kw)
-                bitwise_equal(a, b)
+            _same_bits_on_1_and_2_threads(fn, x, args, kw)
         for util in (fl.softmax, fl.log_softmax, fl.logsumexp):
             fl.set_num_threads(1)
             a = util(x)
