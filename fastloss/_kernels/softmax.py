@@ -209,8 +209,7 @@ def _fill(row, value):
         row[j] = v
 
 
-@rowfn
-def _ce_row_scalars(wy, eps, ec, W, r, zl, rz, ls, lse, m, zt, sw, s, et, wt):
+def _ce_row_scalars_py(wy, eps, ec, W, r, zl, rz, ls, lse, m, zt, sw, s, et, wt):
     """One row's loss, gradient scale ``a`` and target gradient element of the index
     cross-entropy (before the softcap's derivative), in a function compiled once and
     called by the serial and the parallel build alike: inlined into each, fastmath's
@@ -224,6 +223,13 @@ def _ce_row_scalars(wy, eps, ec, W, r, zl, rz, ls, lse, m, zt, sw, s, et, wt):
     a = ((wy * (1.0 - eps) + ec * W) * r + 2.0 * zl * lse * rz) / s
     gt = et * a - ec * r * wt - wy * (1.0 - eps) * r
     return loss, a, gt
+
+
+_ce_row_scalars = rowfn(_ce_row_scalars_py)
+# the few-class kernel's rows are ~10 elements: a call per row would be a tenth of a
+# 32 x 10 call, so it inlines the same code (its serial and parallel builds were checked
+# bit for bit, tests/test_softmax.py)
+_ce_row_scalars_inline = inline(_ce_row_scalars_py)
 
 
 @rowfn
@@ -409,22 +415,21 @@ def ce_index_small(x, y, w, ignore_index, eps, zl, mean, g, rl, rzl):
             xi = x[i]
             xt = float(xi[t])
             wy = w[t] if has_w else 1.0
-            loss = wy * (1.0 - eps) * (ls - (xt - m))
+            sw = 0.0
             if eps > 0.0:
-                sw = 0.0
                 for j in range(C):
                     sw += (w[j] if has_w else 1.0) * (float(xi[j]) - m)
-                loss += ec * (W * ls - sw)
+            loss, a, gt = _ce_row_scalars_inline(wy, eps, ec, W, r, zl, rz, ls, lse, m, xt,
+                                                 sw, s, float(eo[t]), wy)
             rl[i] = loss
             if zl > 0.0:
                 rzl[i] = zl * lse * lse
             if want_g:
                 gi = g[i]
-                a = ((wy * (1.0 - eps) + ec * W) * r + 2.0 * zl * lse * rz) / s
                 bc = ec * r
                 for j in range(C):
                     gi[j] = eo[j] * a - bc * (w[j] if has_w else 1.0)
-                gi[t] = gi[t] - wy * (1.0 - eps) * r
+                gi[t] = gt  # in float64: no float32 cancellation of softmax - 1
     return 0, 0, tw, nv, row_sum(rl), (row_sum(rzl) if zl > 0.0 else 0.0)
 
 
