@@ -268,19 +268,26 @@ def same_buffer(a: np.ndarray, b: np.ndarray) -> bool:
     )
 
 
+def _copy_overlapping(out, arrays, keep_same: bool):
+    """``arrays`` with each one that shares memory with ``out`` replaced by a read-only
+    copy, except (``keep_same``) one that is exactly ``out``'s elements."""
+    if not isinstance(out, np.ndarray):
+        return arrays
+    return tuple(
+        readonly(np.array(a, order="C"))
+        if a is not None and a.size and np.may_share_memory(out, a)
+        and not (keep_same and same_buffer(out, a))
+        else a
+        for a in arrays
+    )
+
+
 def unalias(out, *arrays):
     """``arrays`` with each one that overlaps ``out`` without being exactly ``out``'s
     elements replaced by a read-only copy.  Kernels support ``out=input`` (element for
     element, in place); any other overlap gives the results of non-overlapping arrays,
     as NumPy's ufuncs do."""
-    if not isinstance(out, np.ndarray):
-        return arrays
-    return tuple(
-        readonly(np.array(a, order="C"))
-        if a is not None and a.size and np.may_share_memory(out, a) and not same_buffer(out, a)
-        else a
-        for a in arrays
-    )
+    return _copy_overlapping(out, arrays, True)
 
 
 def separate(out, *arrays):
@@ -289,13 +296,7 @@ def separate(out, *arrays):
     index or target row, read while other rows' gradients are written), where even
     ``out`` being that very array (which :func:`unalias` lets through) would change it
     under the kernel."""
-    if not isinstance(out, np.ndarray):
-        return arrays
-    return tuple(
-        readonly(np.array(a, order="C")) if a is not None and a.size
-        and np.may_share_memory(out, a) else a
-        for a in arrays
-    )
+    return _copy_overlapping(out, arrays, False)
 
 
 def release_buffers() -> None:
