@@ -209,19 +209,20 @@ def _fill(row, value):
         row[j] = v
 
 
-def _ce_row_scalars_py(wy, eps, ec, W, r, zl, rz, ls, lse, m, zt, sw, s, et, wt):
+def _ce_row_scalars_py(wy, eps, ec, W, r, zl, rz, ls, lse, m, zt, sw, s, et):
     """One row's loss, gradient scale ``a`` and target gradient element of the index
     cross-entropy (before the softcap's derivative), in a function compiled once and
     called by the serial and the parallel build alike: inlined into each, fastmath's
     ``contract`` let LLVM fuse these multiply-adds into FMAs differently in the two
     builds (1 ulp of the target's gradient with label smoothing, z-loss and softcap), and
     the thread count must not change a bit.  ``gt``, softmax minus target in one float64
-    expression, is exactly 0 where the softmax is exactly 1 (one class), as PyTorch's."""
+    expression, is exactly 0 where the softmax is exactly 1 (one class), as PyTorch's;
+    ``wy`` is the target's class weight (1 without weights)."""
     loss = wy * (1.0 - eps) * (ls - (zt - m))
     if eps > 0.0:
         loss += ec * (W * ls - sw)
     a = ((wy * (1.0 - eps) + ec * W) * r + 2.0 * zl * lse * rz) / s
-    gt = et * a - ec * r * wt - wy * (1.0 - eps) * r
+    gt = et * a - ec * r * wy - wy * (1.0 - eps) * r
     return loss, a, gt
 
 
@@ -420,7 +421,7 @@ def ce_index_small(x, y, w, ignore_index, eps, zl, mean, g, rl, rzl):
                 for j in range(C):
                     sw += (w[j] if has_w else 1.0) * (float(xi[j]) - m)
             loss, a, gt = _ce_row_scalars_inline(wy, eps, ec, W, r, zl, rz, ls, lse, m, xt,
-                                                 sw, s, float(eo[t]), wy)
+                                                 sw, s, float(eo[t]))
             rl[i] = loss
             if zl > 0.0:
                 rzl[i] = zl * lse * lse
@@ -515,7 +516,7 @@ def _ce_index(x, y, w, ignore_index, eps, zl, cap, mean, g, rl, rzl):
                 continue
             wy = w[t] if has_w else 1.0
             loss, a, gt = _ce_row_scalars(wy, eps, ec, W, r, zl, rz, ls, lse, float(m), zt,
-                                          sw, s, et, w[t] if has_w else 1.0)
+                                          sw, s, et)
             rl[i] = loss
             if zl > 0.0:
                 rzl[i] = zl * lse * lse
