@@ -90,7 +90,15 @@ def warmup(
 
     objectives = [f"grad_hess:{n}" for n in sorted(OBJECTIVES)]
     valid = sorted(LOSSES) + objectives + [_LINEAR_CE]
-    names = valid if losses is None else list(losses)
+    if isinstance(losses, str):  # one name, not its characters
+        losses = [losses]
+    if isinstance(dtypes, (str, np.dtype, type)):
+        dtypes = [dtypes]
+    # each name once, in the order given (a repeat would time a cache load)
+    names = valid if losses is None else list(dict.fromkeys(losses))
+    dtypes = list(dict.fromkeys(np.dtype(dt).name for dt in dtypes))
+    if any(dt not in ("float32", "float64") for dt in dtypes):
+        raise ValueError(f"dtypes must be float32 and/or float64, got {dtypes}")
     unknown = [n for n in names if n not in valid]
     if unknown:
         raise ValueError(f"unknown loss(es) {unknown}; valid names are {valid}")

@@ -155,7 +155,9 @@ def _loss(name: str, bound: dict, operand_names: list):
     grad = bound.pop("grad")
     options = bound  # the loss's own options
     if not isinstance(x, da.Array):
-        x = da.asarray(x)
+        # anything NumPy takes (lists, pandas frames, ...) as NumPy does; other dask
+        # collections through dask's own conversion
+        x = da.asarray(x if dask.is_dask_collection(x) else np.asarray(x))
     _known(x, "input")
     if x.ndim > 12:
         raise ValueError(f"fastloss.dask supports inputs of up to 12 dimensions, got {x.ndim}")
@@ -193,6 +195,8 @@ def _loss(name: str, bound: dict, operand_names: list):
         else:  # the target (or teacher logits): with the rows
             roles.append("row" if v.ndim >= 1 else "whole")
     for (p, v), role in zip(ops, roles, strict=True):
+        if role == "row" and isinstance(v, da.Array):
+            _known(v, p)
         if role == "row" and v.shape[0] != N:
             raise ValueError(f"{p} shape {v.shape} does not match input shape {x.shape}")
 
@@ -216,7 +220,9 @@ def _loss(name: str, bound: dict, operand_names: list):
         raise _shape_error(e, pairs, x.shape[0]) from None
 
     orig_chunks = x.chunks
-    x = x.rechunk({k: -1 for k in range(1, x.ndim)})
+    # whole rows per block; no rows at all: one empty block (dask cannot rechunk the
+    # operands' empty chunks into several)
+    x = x.rechunk({k: -1 for k in range(1, x.ndim)} if N else -1)
     rows_chunks = x.chunks[0]
     letters = string.ascii_lowercase
     x_ind = letters[: x.ndim]
@@ -271,9 +277,12 @@ def _loss(name: str, bound: dict, operand_names: list):
         )
 
     tok = dask.base.tokenize(x, *row_args, whole, plan, chunk_plan, grad, name)
+    # align_arrays=False: the operands already have the input's row chunks, and dask's
+    # alignment would broadcast a length-1 row axis (one row) to every block
     fused = da.blockwise(
         _fused, x_ind, x, x_ind, *row_args,
-        concatenate=True, dtype=object, meta=np.empty((0,) * x.ndim, object),
+        concatenate=True, align_arrays=False, dtype=object,
+        meta=np.empty((0,) * x.ndim, object),
         name=f"fastloss-{name}-{tok}",
         plan=chunk_plan, layout=tuple(layout), whole=tuple(whole), grad=grad,
     )

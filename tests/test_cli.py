@@ -255,6 +255,17 @@ def test_warmup_command(capsys):
     assert status == 2 and "unknown loss" in err
 
 
+def test_warmup_names_and_dtypes_as_given():
+    """A bare string is one name (not its characters); a repeated name is warmed (and
+    timed) once; dtypes are checked."""
+    spent = fl.warmup("mse_loss", dtypes="float64", parallel=False)
+    assert list(spent) == ["mse_loss"]
+    spent = fl.warmup(["mse_loss", "l1_loss", "mse_loss"], dtypes=[np.float64], parallel=False)
+    assert list(spent) == ["mse_loss", "l1_loss"]
+    with pytest.raises(ValueError, match="float32 and/or float64"):
+        fl.warmup(["mse_loss"], dtypes=["int64"])
+
+
 # ------------------------------------------------------- multi-GB input (opt-in)
 def _rss_anon_kb(pid):
     with open(f"/proc/{pid}/status") as f:

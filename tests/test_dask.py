@@ -252,6 +252,46 @@ def test_one_sample_input():
         assert res.grad.chunks == ((2, 1),)
 
 
+@pytest.mark.parametrize("name", sorted(ch.INDEX_LOSSES))
+def test_one_or_no_rows_in_several_chunks(name):
+    """One row (or none) spread over several row chunks, e.g. after a boolean filter:
+    dask's alignment would broadcast a length-1 row axis to every block."""
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((6, C))
+    for keep in ([False] * 5 + [True], [False] * 6, [True] + [False] * 5):
+        keep = np.array(keep)
+        xd = da.from_array(x, chunks=(2, 3))[da.from_array(keep, chunks=2)]
+        xd.compute_chunk_sizes()
+        y = np.arange(int(keep.sum())) % C
+        for reduction in ("mean", "sum", "none"):
+            ref = in_memory(name, (x[keep], y), None, {}, reduction)
+            res = _call(name, (xd, y), None, {}, reduction)
+            assert res.grad.chunks == xd.chunks
+            loss, g = dask.compute(res.loss, res.grad, scheduler=SCHED)
+            assert_same(loss, ref.loss, what=f"{keep.sum()} rows {reduction}")
+            assert_same(g, ref.grad, what=f"{keep.sum()} rows {reduction} grad")
+            assert g.shape == ref.grad.shape
+    # elementwise, one element in a chunk of its own
+    xe = da.from_array(np.array([0.5]), chunks=((1,),))
+    xe = da.concatenate([xe[:0], xe])
+    res = fld.mse_loss(xe, np.array([2.0]), reduction="sum")
+    assert res.loss.compute(scheduler=SCHED) == 2.25
+
+
+def test_array_likes_and_unknown_target_chunks():
+    pd = pytest.importorskip("pandas")
+    x = np.random.default_rng(5).standard_normal((7, C))
+    y = np.arange(7) % C
+    ref = fl.cross_entropy(x, y)
+    res = fld.cross_entropy(pd.DataFrame(x), pd.Series(y))
+    assert_same(res.loss.compute(scheduler=SCHED), ref.loss)
+    res = fld.cross_entropy(x.tolist(), y.tolist())
+    assert_same(res.loss.compute(scheduler=SCHED), ref.loss)
+    yd = da.from_array(y, chunks=3)
+    with pytest.raises(ValueError, match=r"target has unknown chunk sizes.*compute_chunk_sizes"):
+        fld.cross_entropy(x, yd[yd >= 0])
+
+
 def _same_error(f_dask, f_numpy):
     with pytest.raises(Exception) as ed:
         f_dask()
