@@ -649,26 +649,108 @@ def test_retain_graph_backward_twice():
 
 
 def test_double_backward_raises_a_clear_error():
+    """Every higher-order path through the loss raises fastloss's error (none returns
+    zeros or None): a gradient's gradient, torch.autograd.grad of it, a Hessian, and a
+    gradient penalty with respect to a tensor behind the loss."""
+    msg = "double backward is not supported"
     x = randn(5, 4).requires_grad_()
-    for loss in (flt.cross_entropy(x, labels(5, 4)), flt.mse_loss(x, torch.zeros(5, 4),
-                                                                 reduction="none").sum()):
-        with pytest.warns(UserWarning, match="create_graph=True"):
-            (g,) = torch.autograd.grad(loss, x, create_graph=True)
+    for make in (lambda z: flt.cross_entropy(z, labels(5, 4)),
+                 lambda z: flt.mse_loss(z, torch.zeros(5, 4), reduction="none").sum()):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # the input is alive: no warning
+            (g,) = torch.autograd.grad(make(x), x, create_graph=True)
         assert g.requires_grad
-        with pytest.raises(RuntimeError, match="double backward is not supported"):
+        with pytest.raises(RuntimeError, match=msg):
             (g**2).sum().backward()
+        (g,) = torch.autograd.grad(make(x), x, create_graph=True)
+        with pytest.raises(RuntimeError, match=msg):
+            torch.autograd.grad((g**2).sum(), x)
+        with pytest.raises(RuntimeError, match=msg):
+            torch.autograd.functional.hessian(make, x)
+    # a penalty on the gradient of a tensor behind the loss, the logits kept alive
+    w = randn(4, 3).requires_grad_()
+    h = randn(5, 4)
+    z = h @ w
+    (gw,) = torch.autograd.grad(flt.cross_entropy(z, labels(5, 3)), w, create_graph=True)
+    close(gw, torch.autograd.grad(F.cross_entropy(h @ w, labels(5, 3)), w)[0])
+    with pytest.raises(RuntimeError, match=msg):
+        torch.autograd.grad(gw.pow(2).sum(), w)
 
 
-def test_second_order_through_autograd_grad_warns():
-    """torch.autograd.grad with respect to a tensor behind the loss prunes the node that
-    would raise: the create_graph backward warns that the second-order term is missing."""
+def test_second_order_through_a_freed_input_warns():
+    """A loss input freed before the create_graph backward (a temporary ``h @ w``) cannot
+    be linked to the error node: that backward warns that a second-order term through it
+    would be missing."""
     w = randn(4, 3).requires_grad_()
     h = randn(5, 4)
     loss = flt.cross_entropy(h @ w, labels(5, 3))
-    with pytest.warns(UserWarning, match="second-order terms through it are missing"):
+    with pytest.warns(UserWarning, match="second-order term through it would be missing"):
         (gw,) = torch.autograd.grad(loss, w, create_graph=True)
     want = torch.autograd.grad(F.cross_entropy(h @ w, labels(5, 3)), w)[0]
     close(gw, want)
+
+
+def test_retained_graph_backwards_return_tensors_of_their_own():
+    """With retain_graph, each backward's gradient is a new tensor (modifying one leaves
+    the next intact), as with PyTorch's losses."""
+    x = randn(5, 4).requires_grad_()
+    for loss in (flt.cross_entropy(x, labels(5, 4)),
+                 flt.mse_loss(x, torch.zeros(5, 4), reduction="none").sum()):
+        gs = [torch.autograd.grad(loss, x, retain_graph=True)[0] for _ in range(3)]
+        assert len({g.data_ptr() for g in gs}) == 3
+        want = gs[0].clone()
+        gs[0] += gs[1]
+        close(gs[2], want)
+    h, W = randn(6, 3).requires_grad_(), randn(5, 3).requires_grad_()
+    loss = flt.linear_cross_entropy(h, W, labels(6, 5))
+    g1 = torch.autograd.grad(loss, W, retain_graph=True)[0]
+    want = g1.clone()
+    g1.zero_()
+    close(torch.autograd.grad(loss, W)[0], want)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_batched_upstream_gradients(reduction):
+    """autograd.grad(is_grads_batched=True) and jacobian(vectorize=True) (vmap over the
+    backward) give PyTorch's results."""
+    x = randn(3, 4).requires_grad_()
+    y, t = labels(3, 4), randn(3, 4, seed=1)
+    for flf, tf, tgt, shape in ((flt.cross_entropy, F.cross_entropy, y, (3,)),
+                                (flt.mse_loss, F.mse_loss, t, (3, 4))):
+        gos = randn(5, *(shape if reduction == "none" else ()), seed=2)
+        got = torch.autograd.grad(flf(x, tgt, reduction=reduction), x, gos,
+                                  is_grads_batched=True)[0]
+        want = torch.autograd.grad(tf(x, tgt, reduction=reduction), x, gos,
+                                   is_grads_batched=True)[0]
+        close(got, want)
+        got = torch.autograd.functional.jacobian(
+            lambda z, f=flf, tg=tgt: f(z, tg, reduction=reduction), x, vectorize=True)
+        want = torch.autograd.functional.jacobian(
+            lambda z, f=tf, tg=tgt: f(z, tg, reduction=reduction), x, vectorize=True)
+        close(got, want)
+    h, W = randn(6, 3).requires_grad_(), randn(5, 3)
+    loss = flt.linear_cross_entropy(h, W, labels(6, 5), reduction=reduction)
+    gos = randn(4, *((6,) if reduction == "none" else ()), seed=3)
+    if reduction == "none":
+        with pytest.raises(RuntimeError, match="batched .vmap. upstream gradient"):
+            torch.autograd.grad(loss, h, gos, is_grads_batched=True)
+    else:
+        want = torch.autograd.grad(F.linear_cross_entropy(h, W, labels(6, 5),
+                                                          reduction=reduction),
+                                   h, gos, is_grads_batched=True)[0]
+        close(torch.autograd.grad(loss, h, gos, is_grads_batched=True)[0], want)
+
+
+def test_linear_cross_entropy_promotes_to_a_float64_probability_target():
+    h = randn(5, 3, dtype=torch.float32).requires_grad_()
+    W = randn(4, 3, dtype=torch.float32).requires_grad_()
+    P = torch.softmax(randn(5, 4, seed=4), 1)
+    got = flt.linear_cross_entropy(h, W, P)
+    want = F.linear_cross_entropy(h, W, P)
+    assert got.dtype == want.dtype == torch.float64
+    got.backward()
+    assert h.grad.dtype == W.grad.dtype == torch.float32
+    close(got, want, dtype=np.float32)
 
 
 @pytest.mark.parametrize("reduction", ["mean", "none"])
@@ -983,8 +1065,7 @@ def test_linear_cross_entropy_autograd_mechanics():
         close(h.grad, hr.grad)
     # double backward, and an input modified in place before a "none" backward
     h = H0.clone().requires_grad_()
-    with pytest.warns(UserWarning, match="create_graph=True"):
-        (g,) = torch.autograd.grad(flt.linear_cross_entropy(h, W0, y), h, create_graph=True)
+    (g,) = torch.autograd.grad(flt.linear_cross_entropy(h, W0, y), h, create_graph=True)
     with pytest.raises(RuntimeError, match="double backward is not supported"):
         g.sum().backward()
     # a second backward through a freed graph (the precomputed path), as in PyTorch

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 import warnings
+import weakref
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -152,30 +153,37 @@ def _first_order_only(backward):
         live = [i for i, o in enumerate(outputs) if o is not None]
         if not live:
             return outputs
-        # create_graph=True: differentiating these gradients again raises (below) when the
-        # second backward reaches this node; torch.autograd.grad() with respect to tensors
-        # *behind* the loss never reaches it (autograd prunes it) and would silently miss
-        # this loss's second-order term, hence the warning now
-        warnings.warn(
-            f"fastloss.torch.{ctx.fname}: backward with create_graph=True: the gradient "
-            "through this loss is not differentiable (it is computed in the forward pass); "
-            "a second backward through it raises, and second-order terms through it are "
-            "missing from torch.autograd.grad results (use torch.nn.functional for "
-            "higher-order gradients)",
-            UserWarning,
-            stacklevel=2,
-        )
+        # create_graph=True: differentiating these gradients again raises when the second
+        # backward reaches the error node below.  Its inputs are the gradients and the
+        # loss's own differentiable inputs, so every higher-order path through this loss
+        # reaches it: a gradient's gradient, a Hessian, and torch.autograd.grad() with
+        # respect to a tensor *behind* the loss (a gradient penalty).  The inputs are held
+        # by weak reference (the forward must not keep big logits alive); an input freed
+        # since (e.g. a temporary ``h @ w``) cannot be linked, and the second-order term
+        # through it would be silently missing: hence the warning in that case only.
+        anchors = [r() for r in getattr(ctx, "anchors", ())]
+        if any(a is None for a in anchors):
+            warnings.warn(
+                f"fastloss.torch.{ctx.fname}: backward with create_graph=True: the gradient "
+                "through this loss is not differentiable (it is computed in the forward "
+                "pass) and an input of the loss has been freed, so a second-order term "
+                "through it would be missing from torch.autograd.grad results instead of "
+                "raising (use torch.nn.functional for higher-order gradients)",
+                UserWarning,
+                stacklevel=2,
+            )
+        anchors = [a for a in anchors if a is not None and a.requires_grad]
         err = _torch_functions.DelayedError(
             f"fastloss.torch.{ctx.fname}: double backward is not supported (the fused "
             "gradient is computed in the forward pass and is not itself differentiable; "
             "use torch.nn.functional for higher-order gradients)",
-            len(live),
+            len(live) + len(anchors),
         )
-        aliased = err(*[outputs[i].detach().requires_grad_() for i in live])
-        if len(live) == 1:
+        aliased = err(*[outputs[i].detach().requires_grad_() for i in live], *anchors)
+        if not isinstance(aliased, tuple):
             aliased = (aliased,)
         outputs = list(outputs)
-        for i, a in zip(live, aliased, strict=True):
+        for i, a in zip(live, aliased[: len(live)], strict=True):
             outputs[i] = a
         return tuple(outputs)
 
@@ -187,14 +195,33 @@ def _scale(g: torch.Tensor | None, go: torch.Tensor, axis, inplace: bool):
     per-sample upstream gradient of ``"none"`` (broadcast over the class axis)."""
     if g is None:
         return None
+    if _is_batched(go):
+        # vmap over the upstream gradient (autograd.grad(is_grads_batched=True),
+        # jacobian(vectorize=True)): out of place, no Python scalar
+        return g * (go.unsqueeze(axis) if 0 < go.ndim < g.ndim else go)
     if go.ndim and go.numel() and not any(go.stride()):
         go = go[(0,) * go.ndim]  # an expanded scalar, e.g. from loss.sum()'s backward
     if go.ndim == 0:
         if go.item() == 1.0:
-            return g
+            # the saved buffer itself only when it is handed over; with retain_graph
+            # every backward returns a tensor of its own (as PyTorch's losses do)
+            return g if inplace else g.clone()
     elif go.ndim < g.ndim:
         go = go.unsqueeze(axis)
     return g.mul_(go) if inplace else g * go
+
+
+def anchors(*tensors) -> tuple:
+    """Weak references to a loss's differentiable inputs (see :func:`_first_order_only`)."""
+    return tuple(weakref.ref(t) for t in tensors
+                 if isinstance(t, torch.Tensor) and t.requires_grad)
+
+
+def _is_batched(t: torch.Tensor) -> bool:
+    """A tensor under vmap: legacy (``autograd.grad(is_grads_batched=True)``) or
+    ``torch.func.vmap``."""
+    f = torch._C._functorch
+    return bool(f.is_legacy_batchedtensor(t) or f.is_batchedtensor(t))
 
 
 def _grad_tensor(a) -> torch.Tensor:
@@ -236,6 +263,7 @@ class _FusedLoss(torch.autograd.Function):
         ctx.fname = job.fname
         ctx.axis = job.axis
         ctx.freed = False
+        ctx.anchors = anchors(input, target)
         ctx.gi = _grad_tensor(res.grad) if need_x else None
         ctx.gt = _grad_tensor(gt) if need_t else None
         return as_tensor(res.loss)

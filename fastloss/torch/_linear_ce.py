@@ -9,7 +9,9 @@ import torch
 
 from ._autograd import (
     _first_order_only,
+    _is_batched,
     _scale,
+    anchors,
     as_tensor,
     check_input,
     check_tensor,
@@ -44,6 +46,7 @@ class _LinearCE(torch.autograd.Function):
     def forward(ctx, input, linear_weight, linear_bias, target, job):
         ctx.fname = _NAME
         ctx.job = job
+        ctx.anchors = anchors(input, linear_weight, linear_bias)
         need = ctx.needs_input_grad[:3]
         ctx.freed = False
         if job["reduction"] == "none":
@@ -66,6 +69,13 @@ class _LinearCE(torch.autograd.Function):
         job = ctx.job
         if ctx.grads is None:  # "none": recompute with the per-token scale
             ctx.saved_tensors  # noqa: B018  (raises if an input was modified in place)
+            if _is_batched(go):
+                raise RuntimeError(
+                    f"fastloss.torch.{_NAME}: a batched (vmap) upstream gradient, as from "
+                    "torch.autograd.grad(is_grads_batched=True) or jacobian(vectorize=True), "
+                    "is not supported with reduction='none' (the backward reruns the kernels "
+                    "with one upstream gradient; call it per row instead)"
+                )
             rs = _np(go, _NAME, "grad_output")
             res = job["fn"](*job["arrays"], grad=True, row_scale=rs, **job["options"])
             g = (res.grad_input, res.grad_linear_weight, res.grad_linear_bias)
@@ -120,6 +130,13 @@ def linear_cross_entropy(
     prob = tuple(target.shape) == logits_shape
     if prob and ignore_index is not None:
         raise ValueError("ignore_index cannot be specified when target contains probabilities")
+    if prob and target.dtype == torch.float64 and input.dtype == torch.float32:
+        # torch's type promotion (as F.cross_entropy on the float32 logits would do): the
+        # loss is float64, the gradients come back as float32 through autograd's casts
+        input = input.to(torch.float64)
+        linear_weight = linear_weight.to(torch.float64)
+        if linear_bias is not None:
+            linear_bias = linear_bias.to(torch.float64)
     ii = -100 if ignore_index is None else ignore_index
     if target.requires_grad and torch.is_grad_enabled():
         raise RuntimeError(
