@@ -446,8 +446,24 @@ def wait_for_compiles(timeout: float | None = None) -> None:
             return
 
 
+def _before_fork() -> None:
+    """Wait for the background builds, then hold Numba's compiler lock across the fork:
+    a fork while another thread compiles (a user's first call, a warm-up thread) would
+    leave the child with that lock held by a thread that does not exist there, and its
+    first compile would wait forever."""
+    wait_for_compiles()
+    _compiler_lock.acquire()
+
+
+def _after_fork() -> None:
+    _compiler_lock.release()
+
+
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(before=wait_for_compiles)
+    from numba.core.compiler_lock import global_compiler_lock as _compiler_lock
+
+    os.register_at_fork(before=_before_fork, after_in_parent=_after_fork,
+                        after_in_child=_after_fork)
 
 
 def runs_serial(work: int, rows: int = -1) -> bool:

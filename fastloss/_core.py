@@ -208,6 +208,20 @@ class _Owner:
         }
 
 
+def _pool_limit(value: str) -> int:
+    """``FASTLOSS_POOL_MB`` in bytes (a number of MiB >= 0)."""
+    try:
+        mb = float(value)
+    except ValueError:
+        mb = math.nan
+    if not (0.0 <= mb < math.inf):
+        raise ValueError(
+            f"FASTLOSS_POOL_MB must be a number of MiB >= 0 (0 disables the buffer pool), "
+            f"got {value!r}"
+        )
+    return int(mb * (1 << 20))
+
+
 class _BufferPool:
     """Recycles the memory of large gradient arrays the caller has dropped.
 
@@ -223,7 +237,7 @@ class _BufferPool:
     MIN_BYTES = 1 << 22
 
     def __init__(self):
-        self.limit = int(float(os.environ.get("FASTLOSS_POOL_MB", 2048)) * (1 << 20))
+        self.limit = _pool_limit(os.environ.get("FASTLOSS_POOL_MB", "2048"))
         self._free: dict[int, list] = {}
         self._held = 0
         self._lock = threading.Lock()
@@ -240,7 +254,9 @@ class _BufferPool:
         if mem is None:
             mem = np.empty(n, np.uint8)
         owner = _Owner(mem, shape, dtype)
-        weakref.finalize(owner, self._put, mem)
+        # atexit=False: at interpreter exit the finalizers of live gradients must not
+        # put their memory back (an atexit handler or daemon thread could still call)
+        weakref.finalize(owner, self._put, mem).atexit = False
         return np.asarray(owner)
 
     def _put(self, mem) -> None:

@@ -50,7 +50,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from ._config import pick
-from ._core import readonly, unalias
+from ._core import readonly
 from ._kernels import boost as _k
 
 __all__ = [
@@ -414,17 +414,21 @@ def _elementwise_gh(c: _Call, g, h, given: bool, n_threads):
     gf = g.reshape(-1, order=order)
     same = _is_f(h) == (order == "F")
     hf = h.reshape(-1, order=order) if same else np.empty_like(gf)
-    if given and _overlap((gf, hf), (xf, yf, wf)):
-        xf, yf, wf = unalias(gf, xf, yf, wf)
-        xf, yf, wf = unalias(hf, xf, yf, wf)
+    # an output overlapping an operand (grad_out=preds, ...): the kernel writes fresh
+    # arrays, copied over after it, so a bad label leaves the caller's arrays intact
+    staged = given and _overlap((gf, hf), (xf, yf, wf))
+    gk, hk = (np.empty_like(gf), np.empty_like(hf)) if staged else (gf, hf)
     n = xf.size
     if n:
         nb = -(-n // _k.BLOCK_ELEMS)
         status = np.zeros(nb, np.int64)
         kern = _k.ELEMENTWISE[c.name].gh
-        pick(kern, n, threads=n_threads)(xf, yf, wf, c.p, 0, nb, gf, hf, status)
+        pick(kern, n, threads=n_threads)(xf, yf, wf, c.p, 0, nb, gk, hk, status)
         if (status[0] != 0) if nb == 1 else status.any():
             _raise_status(status, c.name, c.y, c.x.shape)
+        if staged:
+            gf[...] = gk
+            hf[...] = hk
         if not same:
             h[...] = hf.reshape(h.shape, order=order)
 
@@ -448,17 +452,21 @@ def _softmax_run(c: _Call, g, h, lout, given, n_threads):
     nb = -(-n // R)
     status = np.zeros(nb, np.int64)
     y, w, cw = c.y, c.w, c.cw
-    if given and _overlap((g, h), (x, y, w, cw)):
-        for out in (g, h):
-            x, y, w, cw = unalias(out, x, y, w, cw)
+    # outputs overlapping an operand: fresh arrays, copied over after the kernel (as in
+    # _elementwise_gh: a bad label leaves the caller's arrays intact)
+    staged = given and _overlap((g, h), (x, y, w, cw))
+    gk, hk = (np.empty_like(g), np.empty_like(h)) if staged else (g, h)
     xf, xs = _flat_strides(x, n, K)
-    gf, gs = _flat_strides(g, n, K)
-    hf, hs = _flat_strides(h, n, K)
+    gf, gs = _flat_strides(gk, n, K)
+    hf, hs = _flat_strides(hk, n, K)
     pick(_k.softmax_gh, n * max(K, 1), rows=n, threads=n_threads)(
         readonly(xf), xs, y, w, cw, c.p, K, R, 0, nb, gf, gs, hf, hs, lout, status
     )
     if (status[0] != 0) if nb == 1 else status.any():
         _raise_status(status, "softmax", c.y, c.x.shape, K)
+    if staged:
+        g[...] = gk
+        h[...] = hk
 
 
 def _plain_1d(a, n) -> bool:
@@ -550,7 +558,8 @@ def grad_hess(
             or F-ordered, written in place and returned (the dtype may differ from the
             preds'); default: new arrays of the preds' dtype and memory order.  The
             two must not share memory (``ValueError``); either may be ``preds`` or
-            ``labels`` themselves (the operand is copied first).
+            ``labels`` themselves (the kernel then writes fresh arrays, copied over
+            after it: a bad label raises with every array as it was).
         n_threads: threads for this call (default :func:`fastloss.get_num_threads`);
             the results do not depend on it.
         **options: the objective's options (``min_hess``, ``hess_scale``,

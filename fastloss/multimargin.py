@@ -172,9 +172,9 @@ def multi_margin_loss(
             (w,) = separate(out, readonly(np.ascontiguousarray(wa, dtype=x.dtype)))
 
     g = prepare_out(out, x, grad)
-    if out is not None and np.may_share_memory(g, x):
-        # out is input: rows are read before they are overwritten, but a bad target
-        # found mid-kernel would leave the input half overwritten, so check first.
+    if out is not None:
+        # out may be (or overlap) the input: a bad target found mid-kernel would leave it
+        # half overwritten, so check first (a pass over n labels against the n x C work)
         if n and (int(t1.min()) < 0 or int(t1.max()) >= c):
             _raise_bad_target(t1, c, np.flatnonzero((t1 < 0) | (t1 >= c))[0])
     g2 = g.reshape(n, c) if grad else g.reshape(0, 0)

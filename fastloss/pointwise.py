@@ -178,6 +178,10 @@ def _run(kern, x, t, a=0.0, b=0.0, c=0.0, *, reduction, grad, out, wargs=(), on_
         return _run_block(kern, readonly(x), readonly(t), a, b, c, denom, grad, wargs, on_bad)
     x, t = readonly(x), readonly(t)
     g = prepare_out(out, x, grad)
+    # the gradient overwrites (part of) an operand: domain errors are found first (below);
+    # decided on the caller's arrays, before unalias swaps a partial overlap for a copy
+    check_first = on_bad is not None and grad and out is not None and (
+        _shares(g, x) or _shares(g, t))
     x, t = unalias(out, x, t)
     wargs = unalias(out, *wargs)
     n = x.size
@@ -195,9 +199,7 @@ def _run(kern, x, t, a=0.0, b=0.0, c=0.0, *, reduction, grad, out, wargs=(), on_
         flags = np.empty(nb, dtype=np.bool_)
         p = np.array([a, b, c, scale], dtype=x.dtype)
         empty = _EMPTY[x.dtype]
-        if on_bad is not None and grad and out is not None and (
-            _shares(g, x) or _shares(g, t)
-        ):
+        if check_first:
             _domain_first(kern, x, t, wargs, p, partial, flags, on_bad)
         pick(kern, n)(
             x.reshape(-1), t.reshape(-1), *wargs, p, 0, nb,
@@ -246,8 +248,9 @@ def _run_block(kern, x, t, a, b, c, denom, grad, wargs, on_bad, out=None):
     else:
         g = prepare_out(out, x, grad)
         if _shares(g, x) or _shares(g, t) or (wargs and any(_shares(g, w) for w in wargs)):
+            check_first = on_bad is not None and (_shares(g, x) or _shares(g, t))
             (x, t), wargs = unalias(g, x, t), unalias(g, *wargs)
-            if on_bad is not None and (_shares(g, x) or _shares(g, t)):
+            if check_first:  # (decided on the caller's arrays, as in _run)
                 _domain_first(kern, x, t, wargs, p, partial, flags, on_bad)
         if not flat:
             g = g.reshape(-1)

@@ -370,6 +370,34 @@ def test_grad_out_may_be_the_preds(rng):
         np.testing.assert_array_equal(h, h0)
 
 
+@pytest.mark.parametrize("n", [100, 5000, 200_000])
+def test_a_bad_label_leaves_an_output_aliased_operand_intact(n):
+    """grad_out / hess_out = preds or labels, and a label outside the domain: the error
+    is raised with the arrays as they were, and names the label's own value."""
+    rng = np.random.default_rng(1)
+    for name in ("logistic", "poisson", "softmax"):
+        if name == "softmax":
+            preds = rng.standard_normal((n, 3))
+            labels = rng.integers(0, 3, n).astype(np.float64)
+            labels[n // 2] = 7.0
+            exc, msg = IndexError, "7"
+        else:
+            preds = rng.standard_normal(n)
+            labels = rng.integers(0, 2, n).astype(np.float64)
+            labels[n // 2] = -3.0
+            exc, msg = ValueError, "-3"
+        for which in ("grad_out", "hess_out"):
+            for target in ("preds", "labels"):
+                p, t = preds.copy(), labels.copy()
+                out = p if target == "preds" else t
+                if out.shape != p.shape:
+                    continue  # softmax labels are (n,), the outputs (n, K)
+                with pytest.raises(exc, match=msg):
+                    fl.grad_hess(name, p, t, **{which: out})
+                np.testing.assert_array_equal(p, preds, err_msg=f"{name} {which}={target}")
+                np.testing.assert_array_equal(t, labels, err_msg=f"{name} {which}={target}")
+
+
 @pytest.mark.parametrize("name", ["logistic", "huber", "softmax"])
 def test_grad_out_and_hess_out_must_not_share_memory(name, rng):
     x, y = data(name, rng, n=50, K=4)

@@ -106,3 +106,29 @@ def test_forked_child_flag_only_after_omp_launch(tmp_path):
     proc = subprocess.run([sys.executable, str(script)], env=env, capture_output=True,
                           text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_fork_while_another_thread_compiles(tmp_path):
+    """A fork while a thread is in its first (compiling) call: the child's own first
+    compile must not wait for ever on Numba's compiler lock (held across the fork)."""
+    code = textwrap.dedent(
+        """
+        import os, sys, threading, time, numpy as np, fastloss as fl
+        x = np.random.default_rng(0).standard_normal((8, 5)); y = np.arange(8) % 5
+        th = threading.Thread(target=lambda: fl.cross_entropy(x, y, label_smoothing=0.1))
+        th.start()
+        time.sleep(0.5)
+        pid = os.fork()
+        if pid == 0:
+            r = fl.mse_loss(x, x * 0)
+            os._exit(0 if r.loss == np.mean(x * x) else 3)
+        _, st = os.waitpid(pid, 0)
+        th.join()
+        print("child", st)
+        """
+    )
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path))  # empty: both calls compile
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=240, env=env)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["child", "0"]

@@ -53,6 +53,38 @@ def test_out_input_with_bad_values_raises_and_leaves_input_intact(fn, x, t, matc
     np.testing.assert_array_equal(t, t0)
 
 
+@pytest.mark.parametrize("n", [10, 5000, 100_000])
+def test_out_overlapping_the_input_with_bad_values_leaves_it_intact(n):
+    """``out`` a shifted view of the input's memory (a partial overlap: the input is read
+    from a copy) and a value outside the domain: the caller's memory is unchanged."""
+    rng = np.random.default_rng(2)
+    base = rng.uniform(0.1, 0.9, n + 3)
+    base[n // 2] = 1.7  # an input outside [0, 1]
+    x, out = base[:n], base[3:]
+    keep = base.copy()
+    with pytest.raises(ValueError, match="input"):
+        fl.binary_cross_entropy(x, np.full(n, 0.5), out=out)
+    np.testing.assert_array_equal(base, keep)
+    sc = rng.standard_normal(n + 3)
+    t = np.where(rng.random(n) < 0.5, 1.0, -1.0)
+    t[n // 3] = 0.0  # a target that is not +-1
+    keep = sc.copy()
+    with pytest.raises(ValueError, match="-1 and \\+1"):
+        fl.hinge_loss(sc[:n], t, out=sc[3:])
+    np.testing.assert_array_equal(sc, keep)
+    # multi_margin_loss: out a shifted view of the input, or a separate buffer
+    C = 4
+    xb = rng.standard_normal(n * C + C)
+    y = rng.integers(0, C, n)
+    y[n // 2] = C
+    for out in (xb[C:].reshape(n, C), np.zeros((n, C))):
+        keep, keep_out = xb.copy(), out.copy()
+        with pytest.raises(IndexError):
+            fl.multi_margin_loss(xb[: n * C].reshape(n, C), y, out=out)
+        np.testing.assert_array_equal(xb, keep)
+        np.testing.assert_array_equal(out, keep_out)
+
+
 def _shifted_views(dtype, R=6, C=4, shift=4):
     base = np.random.default_rng(1).standard_normal(R * C + shift).astype(dtype)
     return base, base[: R * C].reshape(R, C), base[shift:].reshape(R, C)
