@@ -185,9 +185,22 @@ def validate_options(name: str, **options: Any) -> dict:
     o = {k: v for k, v in _options(name, options).items() if k != "_p"}
     cw = o.get("class_weight")
     if cw is not None:
-        cw = np.asarray(cw)
-        _as_real(cw, "class_weight", cw.shape, np.dtype(np.float64))
+        cw = _as_real(np.asarray(cw), "class_weight", np.shape(cw), np.dtype(np.float64))
+        # a booster needs them finite and >= 0 (NaN trains NaN margins, a negative weight
+        # a negative hessian); fl.grad_hess itself computes whatever it is given
+        if not np.all(np.isfinite(cw) & (cw >= 0)):
+            raise ValueError(f"class_weight must be finite and >= 0, got {cw.tolist()}")
     return o
+
+
+def check_n_threads(n_threads) -> None:
+    """``n_threads``: None (fastloss's thread count) or an integer >= 1."""
+    if n_threads is None:
+        return
+    if isinstance(n_threads, (bool, np.bool_)) or not isinstance(n_threads, (int, np.integer)):
+        raise TypeError(f"n_threads must be an integer >= 1 or None, got {n_threads!r}")
+    if n_threads < 1:
+        raise ValueError(f"n_threads must be an integer >= 1 or None, got {n_threads!r}")
 
 
 def _params(name: str, o: dict, dtype) -> np.ndarray:
@@ -585,6 +598,8 @@ def grad_hess(
         >>> g, h
         (array([[ 0.25,  0.25, -0.75,  0.25]]), array([[0.375, 0.375, 0.375, 0.375]]))
     """
+    if n_threads is not None:
+        check_n_threads(n_threads)
     if name != "softmax":
         fast = _fast_elementwise(name, preds, labels, sample_weight, grad_out, hess_out,
                                  n_threads, options)
@@ -622,7 +637,9 @@ def objective_loss(
 
     Args:
         reduction: ``"mean"`` (default): ``sum(w * loss) / sum(w)``, the weighted mean a
-            booster's evaluation metric reports; ``"sum"``: ``sum(w * loss)``;
+            booster's evaluation metric reports (``"softmax"`` with ``class_weight``:
+            ``sum(w * cw[y] * loss) / sum(w * cw[y])``, as ``F.cross_entropy(weight=)``
+            and ``log_loss(sample_weight=w * cw[y])``); ``"sum"``: ``sum(w * loss)``;
             ``"none"``: the weighted per-sample losses (float64, ``(n,)`` for
             ``"softmax"``, else the preds' shape).
         The other arguments are those of :func:`grad_hess`.
@@ -641,6 +658,7 @@ def objective_loss(
             f"{reduction!r} is not a valid value for reduction; valid values are "
             "'none', 'sum', 'mean'"
         )
+    check_n_threads(n_threads)
     c = _prepare(name, preds, labels, sample_weight, options)
     x = c.x
     if name == "softmax":
@@ -668,9 +686,31 @@ def objective_loss(
         total = float(np.sum(lout))
     if reduction == "sum":
         return total
-    per_row = lout.size // rows if rows else 1
-    den = float(np.sum(c.w, dtype=np.float64)) * per_row if c.w.size else float(lout.size)
+    den = _total_weight(c, lout.size, rows)
     return total / den if den else math.nan
+
+
+def _total_weight(c: _Call, size: int, rows: int) -> float:
+    """The ``"mean"`` denominator: the summed weights of what was summed, sample weights
+    times (softmax) the target's class weight, as PyTorch's and scikit-learn's weighted
+    means divide (``F.cross_entropy(weight=)``, ``log_loss(sample_weight=w * cw[y])``)."""
+    if c.cw is not None and c.cw.size:
+        wy = c.cw.astype(np.float64)[np.asarray(c.y).astype(np.int64)]  # (checked labels)
+        if c.w.size:
+            wy = wy * c.w
+        return float(np.sum(wy, dtype=np.float64))
+    per_row = size // rows if rows else 1
+    return float(np.sum(c.w, dtype=np.float64)) * per_row if c.w.size else float(size)
+
+
+def objective_weight(name: str, preds, labels, *, sample_weight=None, **options) -> float:
+    """The denominator of :func:`objective_loss`'s ``"mean"``: the summed sample weights
+    (times ``class_weight[y]`` for ``"softmax"``), for metrics that add sums over blocks
+    (CatBoost's ``evaluate``)."""
+    c = _prepare(name, preds, labels, sample_weight, options)
+    x = c.x
+    rows = x.shape[0] if x.ndim else 1
+    return _total_weight(c, rows if name == "softmax" else x.size, rows)
 
 
 # ----------------------------------------------------------------------- init score

@@ -12,6 +12,7 @@ estimators (``CatBoostClassifier`` / ``CatBoostRegressor``, ``fit(X, y, sample_w
     model = cb.CatBoostClassifier(
         loss_function=flcb.objective("logistic"),
         eval_metric=flcb.metric("logistic"),   # CatBoost requires an eval_metric here
+        class_names=[0, 1],   # else classes_ stays empty with a user objective: predict fails
         iterations=100, learning_rate=0.1, leaf_estimation_iterations=10,
     )
 
@@ -79,7 +80,7 @@ import numpy as np
 import fastloss as fl
 from fastloss._kernels.boost import ELEMENTWISE as _ELEMENTWISE
 from fastloss._kernels.boost import softmax_row_ders as _softmax_row_ders
-from fastloss.boost import _options, _params, validate_options
+from fastloss.boost import _options, _params, check_n_threads, objective_weight, validate_options
 
 __all__ = ["metric", "objective"]
 
@@ -163,16 +164,24 @@ class ElementwiseObjective:
         n = len(approxes)
         ders = np.empty((n, 2), dtype=np.float64, order="F")  # contiguous columns
         negw = np.full(n, -1.0) if weights is None else np.negative(weights, dtype=np.float64)
-        fl.grad_hess(
-            self.name,
-            approxes,
-            targets,
-            sample_weight=negw,
-            grad_out=ders[:, 0],
-            hess_out=ders[:, 1],
-            n_threads=self.n_threads,
-            **self.options,
-        )
+        try:
+            fl.grad_hess(
+                self.name,
+                approxes,
+                targets,
+                sample_weight=negw,
+                grad_out=ders[:, 0],
+                hess_out=ders[:, 1],
+                n_threads=self.n_threads,
+                **self.options,
+            )
+        except ValueError as e:
+            if "at index" not in str(e):
+                raise
+            raise ValueError(
+                f"{e} (an index within the block of {n} objects CatBoost passed to "
+                "calc_ders_range, which does not say where the block starts)"
+            ) from None
         return ders
 
 
@@ -241,6 +250,7 @@ def objective(name, *, n_threads=1, hessian="full", **options):
     ``"diagonal"`` (fastloss's diagonal, with ``hess_scale`` / ``min_hess``).
     """
     _require_catboost()
+    check_n_threads(n_threads)
     if name == "softmax":
         if hessian not in ("full", "diagonal"):
             raise ValueError(f"hessian must be 'full' or 'diagonal', got {hessian!r}")
@@ -293,7 +303,7 @@ class Metric:
         err = fl.objective_loss(
             self.name, preds, target, sample_weight=weight, reduction="sum", **self.options
         )
-        wsum = float(len(target)) if weight is None else float(np.sum(weight, dtype=np.float64))
+        wsum = objective_weight(self.name, preds, target, sample_weight=weight, **self.options)
         return float(err), wsum
 
     def get_final_error(self, error, weight):

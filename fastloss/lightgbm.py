@@ -74,7 +74,7 @@ import threading
 import numpy as np
 
 import fastloss as fl
-from fastloss.boost import validate_options
+from fastloss.boost import check_n_threads, validate_options
 
 __all__ = ["Metric", "Objective", "init_score", "metric", "objective"]
 
@@ -219,6 +219,7 @@ def objective(name, *, n_threads=1, **options):
     thread count (LightGBM's own threads run around it).
     """
     _require_lightgbm()
+    check_n_threads(n_threads)
     return Objective(name, n_threads=n_threads, **options)
 
 

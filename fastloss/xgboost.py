@@ -87,7 +87,7 @@ from types import MappingProxyType
 import numpy as np
 
 import fastloss as fl
-from fastloss.boost import validate_options
+from fastloss.boost import check_n_threads, validate_options
 
 __all__ = ["base_margin", "metric", "objective"]
 
@@ -277,6 +277,7 @@ def objective(name, *, n_threads=1, **options):
     """
     merged = {**XGBOOST_DEFAULTS.get(name, {}), **options}
     validate_options(name, **merged)
+    check_n_threads(n_threads)
     return Objective(name, n_threads, merged)
 
 

@@ -293,6 +293,49 @@ def test_sample_weight_multiplies_both(name, rng):
     np.testing.assert_allclose(mean, np.sum(l0 * w) / np.sum(w), rtol=1e-12)
 
 
+def test_class_weighted_mean_divides_by_the_class_weights(rng):
+    """objective_loss("softmax", class_weight=cw) "mean": sum(w cw[y] loss) / sum(w cw[y]),
+    as sklearn's log_loss(sample_weight=w * cw[y]) and F.cross_entropy(weight=cw)."""
+    from sklearn.metrics import log_loss
+
+    from fastloss.boost import objective_weight
+
+    x, y = data("softmax", rng, n=500, K=4)
+    cw = np.array([0.5, 1.0, 2.5, 4.0])
+    w = rng.random(500) * 2
+    p = np.exp(x - x.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    for sw in (None, w):
+        sww = cw[y] if sw is None else cw[y] * sw
+        want = log_loss(y, p, sample_weight=sww, labels=range(4))
+        got = fl.objective_loss("softmax", x, y, sample_weight=sw, class_weight=cw)
+        np.testing.assert_allclose(got, want, rtol=1e-12)
+        assert objective_weight("softmax", x, y, sample_weight=sw,
+                                class_weight=cw) == pytest.approx(sww.sum(), rel=1e-14)
+    want = fl.cross_entropy(x, y, weight=cw).loss
+    np.testing.assert_allclose(fl.objective_loss("softmax", x, y, class_weight=cw), want,
+                               rtol=1e-12)
+
+
+def test_adapter_options_and_n_threads_are_checked():
+    from fastloss.boost import check_n_threads, validate_options
+
+    for bad in ([1.0, np.nan, 1.0], [1.0, np.inf], [1.0, -0.5]):
+        with pytest.raises(ValueError, match="class_weight must be finite and >= 0"):
+            validate_options("softmax", class_weight=bad)
+    validate_options("softmax", class_weight=[0.0, 1.0, 2.0])
+    for bad, exc in ((0, ValueError), (-1, ValueError), (2.5, TypeError), ("two", TypeError),
+                     (True, TypeError)):
+        with pytest.raises(exc, match="n_threads must be an integer >= 1 or None"):
+            check_n_threads(bad)
+        with pytest.raises(exc, match="n_threads"):
+            fl.grad_hess("logistic", np.zeros(3), np.zeros(3), n_threads=bad)
+        with pytest.raises(exc, match="n_threads"):
+            fl.objective_loss("logistic", np.zeros(3), np.zeros(3), n_threads=bad)
+    check_n_threads(None)
+    check_n_threads(np.int64(2))
+
+
 @pytest.mark.parametrize("name", ALL)
 def test_float32_matches_float64(name, rng):
     x, y = data(name, rng, n=5000)

@@ -255,6 +255,36 @@ def test_metric_evaluate_matches_numpy(weighted):
         assert m.is_max_optimal() is False
 
 
+def test_class_weighted_metric_is_a_weighted_mean():
+    """metric("softmax", class_weight=cw): sum(w cw[y] loss) / sum(w cw[y]), as
+    log_loss(sample_weight=w * cw[y]) (CatBoost adds evaluate()'s sums over blocks)."""
+    from sklearn.metrics import log_loss
+
+    rng = np.random.default_rng(4)
+    n, K = 300, 4
+    approxes = tuple(rng.normal(0, 2, (K, n)))
+    target = rng.integers(0, K, n).astype(np.float32)
+    w = rng.uniform(0.1, 2.0, n).astype(np.float32)
+    cw = np.array([0.5, 1.0, 2.0, 4.0])
+    m = flcb.metric("softmax", class_weight=cw)
+    err, wsum = m.evaluate(approxes, target, w)
+    a = np.stack(approxes, axis=1)
+    p = np.exp(a - a.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    sww = w.astype(np.float64) * cw[target.astype(int)]
+    want = log_loss(target.astype(int), p, sample_weight=sww, labels=range(K))
+    np.testing.assert_allclose(m.get_final_error(err, wsum), want, rtol=1e-12)
+    np.testing.assert_allclose(wsum, sww.sum(), rtol=1e-12)
+
+
+def test_a_bad_label_is_named_within_catboosts_block():
+    obj = flcb.objective("logistic")
+    y = np.zeros(50, np.float32)
+    y[21] = 2.0
+    with pytest.raises(ValueError, match=r"got 2.0 at index 21 .*within the block of 50 objects"):
+        obj.calc_ders_range(np.zeros(50), y, None)
+
+
 def test_metric_matches_builtin_metrics_during_training(binary, digits, regression, tmp_path):
     cases = [
         (binary, "logistic", dict(iterations=10), "Logloss", lambda v: v),
