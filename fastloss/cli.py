@@ -438,11 +438,26 @@ def _class_row_error(e, t, lo, options):
     if value is None or t is None:
         return DataError(text)
     ti = np.asarray(t)
+    if ti.ndim == 0:  # one sample (a 1-D input): no row to name
+        return DataError(text)
     ignore = options.get("ignore_index", -100)
     rows = np.flatnonzero((ti.reshape(ti.shape[0], -1) == value).any(axis=1)
                           & (value != ignore))
     where = f" at row {lo + int(rows[0])}" if rows.size else ""
     return DataError(f"{text}{where}")
+
+
+def _not_an_input(output, inputs) -> None:
+    """OUTPUT must not be one of the input files (``--force`` would replace it)."""
+    for path in inputs:
+        if path is None:
+            continue
+        try:
+            same = os.path.samefile(output, path)
+        except OSError:  # OUTPUT does not exist yet (or an input is unreadable: found later)
+            same = False
+        if same:
+            raise UsageError(f"OUTPUT {output!r} is an input file ({path!r}); write elsewhere")
 
 
 def cmd_score(args) -> int:
@@ -486,6 +501,8 @@ def cmd_score(args) -> int:
         weight = np.asarray(open_npy(args.weight, "weight"))
     _check_options(info, options, reduction)
 
+    if args.output:
+        _not_an_input(args.output, [args.input, args.target, args.weight])
     out = _Output(args.output, args.force) if args.output else None
     try:
         value = _score(args, info, options, reduction, weight, out)
@@ -591,7 +608,8 @@ def _score(args, info, options, reduction, weight, out):
                     out.open(per.shape if one_sample else (n,) + per.shape[1:], per.dtype)
                 out.write(lo, per)
             else:
-                total = total + res.loss
+                with np.errstate(all="ignore"):  # +inf and -inf chunk totals: NaN, quietly
+                    total = total + res.loss
             if bar is None:
                 bar = _progress(args, n, src.row_bytes)
             if bar is not None:

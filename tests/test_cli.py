@@ -248,6 +248,33 @@ def test_set_values_are_typed(files, capsys):
     assert float(out) == pytest.approx(float(ref), rel=1e-14)
 
 
+def test_score_audit_cases(tmp_path, capsys):
+    """A 1-D sample with a bad class index names it; OUTPUT naming an input is refused
+    even with --force; +inf and -inf chunk totals give NaN without a warning."""
+    x1 = tmp_path / "s1.npy"
+    np.save(x1, np.array([0.1, 0.2, 0.3, 0.4], np.float32))
+    np.save(tmp_path / "s1t.npy", np.array(7))
+    for loss in ("cross_entropy", "nll_loss", "multi_margin_loss"):
+        status, err = _main(capsys, "score", loss, x1, tmp_path / "s1t.npy", "--reduction", "sum")
+        assert status == 1 and "out of bounds" in err and "tuple index" not in err, err
+        assert len(err.strip().splitlines()) == 1
+    x = np.random.default_rng(0).standard_normal((10, 4)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "t.npy", np.arange(10) % 4)
+    for victim in ("x.npy", "t.npy"):
+        before = (tmp_path / victim).read_bytes()
+        status, err = _main(capsys, "score", "cross_entropy", tmp_path / "x.npy",
+                            tmp_path / "t.npy", "-o", tmp_path / victim, "--force")
+        assert status == 2 and "is an input file" in err
+        assert (tmp_path / victim).read_bytes() == before
+    np.save(tmp_path / "ki.npy", np.array([[0.0], [np.inf], [0.0], [-np.inf]]))
+    np.save(tmp_path / "kt.npy", np.full((4, 1), 0.5))
+    status = cli.main(["score", "kl_div", str(tmp_path / "ki.npy"), str(tmp_path / "kt.npy"),
+                       "--reduction", "sum", "--chunk-rows", "1"])
+    out, err = capsys.readouterr()
+    assert status == 0 and out.strip() == "nan" and err == ""
+
+
 def test_warmup_command(capsys):
     assert cli.main(["warmup", "mse_loss", "--dtype", "float64"]) == 0
     assert "mse_loss" in capsys.readouterr().out
