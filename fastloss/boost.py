@@ -658,6 +658,27 @@ def objective_loss(
             f"{reduction!r} is not a valid value for reduction; valid values are "
             "'none', 'sum', 'mean'"
         )
+    lout, c, rows = _losses(name, preds, labels, sample_weight, n_threads, options)
+    if reduction == "none":
+        return lout
+    total = _sum(lout)
+    if reduction == "sum":
+        return total
+    den = _total_weight(c, lout.size, rows)
+    return total / den if den else math.nan
+
+
+def objective_sum_and_weight(name: str, preds, labels, *, sample_weight=None,
+                             n_threads=None, **options) -> tuple[float, float]:
+    """:func:`objective_loss`'s ``"sum"`` and its ``"mean"`` denominator (the summed
+    sample weights, times ``class_weight[y]`` for ``"softmax"``) from one call, for
+    metrics that add both over blocks (CatBoost's ``evaluate``)."""
+    lout, c, rows = _losses(name, preds, labels, sample_weight, n_threads, options)
+    return _sum(lout), _total_weight(c, lout.size, rows)
+
+
+def _losses(name, preds, labels, sample_weight, n_threads, options):
+    """The weighted per-sample losses, the validated call and its row count."""
     check_n_threads(n_threads)
     c = _prepare(name, preds, labels, sample_weight, options)
     x = c.x
@@ -665,29 +686,24 @@ def objective_loss(
         lout = np.empty(x.shape[0])
         e2 = np.empty(0, x.dtype)
         _softmax_run(c, e2, e2, lout, False, n_threads)
-        rows = x.shape[0]
-    else:
-        xf, yf, wf = _flat(c, "C")
-        lout = np.empty(xf.size)
-        n = xf.size
-        if n:
-            nb = -(-n // _k.BLOCK_ELEMS)
-            status = np.zeros(nb, np.int64)
-            pick(_k.ELEMENTWISE[name].loss, n, threads=n_threads)(
-                xf, yf, wf, c.p, 0, nb, lout, status
-            )
-            if status.any():
-                _raise_status(status, name, c.y, x.shape)
-        lout = lout.reshape(x.shape)
-        rows = x.shape[0] if x.ndim else 1
-    if reduction == "none":
-        return lout
+        return lout, c, x.shape[0]
+    xf, yf, wf = _flat(c, "C")
+    lout = np.empty(xf.size)
+    n = xf.size
+    if n:
+        nb = -(-n // _k.BLOCK_ELEMS)
+        status = np.zeros(nb, np.int64)
+        pick(_k.ELEMENTWISE[name].loss, n, threads=n_threads)(
+            xf, yf, wf, c.p, 0, nb, lout, status
+        )
+        if status.any():
+            _raise_status(status, name, c.y, x.shape)
+    return lout.reshape(x.shape), c, x.shape[0] if x.ndim else 1
+
+
+def _sum(lout) -> float:
     with np.errstate(invalid="ignore"):  # +inf and -inf losses: NaN, without a warning
-        total = float(np.sum(lout))
-    if reduction == "sum":
-        return total
-    den = _total_weight(c, lout.size, rows)
-    return total / den if den else math.nan
+        return float(np.sum(lout))
 
 
 def _total_weight(c: _Call, size: int, rows: int) -> float:
@@ -701,16 +717,6 @@ def _total_weight(c: _Call, size: int, rows: int) -> float:
         return float(np.sum(wy, dtype=np.float64))
     per_row = size // rows if rows else 1
     return float(np.sum(c.w, dtype=np.float64)) * per_row if c.w.size else float(size)
-
-
-def objective_weight(name: str, preds, labels, *, sample_weight=None, **options) -> float:
-    """The denominator of :func:`objective_loss`'s ``"mean"``: the summed sample weights
-    (times ``class_weight[y]`` for ``"softmax"``), for metrics that add sums over blocks
-    (CatBoost's ``evaluate``)."""
-    c = _prepare(name, preds, labels, sample_weight, options)
-    x = c.x
-    rows = x.shape[0] if x.ndim else 1
-    return _total_weight(c, rows if name == "softmax" else x.size, rows)
 
 
 # ----------------------------------------------------------------------- init score

@@ -80,7 +80,13 @@ import numpy as np
 import fastloss as fl
 from fastloss._kernels.boost import ELEMENTWISE as _ELEMENTWISE
 from fastloss._kernels.boost import softmax_row_ders as _softmax_row_ders
-from fastloss.boost import _options, _params, check_n_threads, objective_weight, validate_options
+from fastloss.boost import (
+    _options,
+    _params,
+    check_n_threads,
+    objective_sum_and_weight,
+    validate_options,
+)
 
 __all__ = ["metric", "objective"]
 
@@ -300,11 +306,8 @@ class Metric:
                 f"fastloss.catboost.metric({self.name!r}) expects one approx dimension, "
                 f"got {len(approxes)}"
             )
-        err = fl.objective_loss(
-            self.name, preds, target, sample_weight=weight, reduction="sum", **self.options
-        )
-        wsum = objective_weight(self.name, preds, target, sample_weight=weight, **self.options)
-        return float(err), wsum
+        return objective_sum_and_weight(self.name, preds, target, sample_weight=weight,
+                                        **self.options)
 
     def get_final_error(self, error, weight):
         return error / weight if weight != 0 else math.nan
