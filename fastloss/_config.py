@@ -58,6 +58,76 @@ __all__ = [
 
 _CACHE = os.environ.get("FASTLOSS_CACHE", "1").lower() not in ("0", "false", "no", "off")
 
+
+# ---------------------------------------------------------------- numba's BLAS probe
+# Numba's first compile or cache load imports ``numba.np.arraymath``, which asks at import
+# time whether SciPy's BLAS is there (``_HAVE_BLAS = _check_blas()``: ``import
+# scipy.linalg.cython_blas``, which imports all of ``scipy.linalg``, 0.3-0.4 s).  The
+# answer is only read when a function calling ``np.convolve`` / ``np.correlate`` compiles,
+# and fastloss's kernels never do.  So during that first import (in the thread doing it,
+# and only then) ``scipy.linalg`` is not found, and ``_HAVE_BLAS`` becomes an object that
+# runs Numba's own probe the first time it is read: any other Numba code in the process
+# sees the same answer as before, when it needs it.  Skipped if Numba is already set up.
+class _BlasProbeBlocker:
+    """A meta-path finder that hides ``scipy.linalg`` from one thread."""
+
+    def __init__(self):
+        self.thread = threading.get_ident()
+        self.blocked = False
+
+    def find_spec(self, name, path=None, target=None):
+        if threading.get_ident() == self.thread and (
+                name == "scipy.linalg" or name.startswith("scipy.linalg.")):
+            self.blocked = True
+            raise ModuleNotFoundError(f"{name} deferred by fastloss", name=name)
+        return None
+
+
+class _LazyHaveBlas:
+    """``numba.np.arraymath._HAVE_BLAS``, computed by Numba's probe on first use."""
+
+    def __init__(self):
+        self.value = None
+
+    def __bool__(self):
+        if self.value is None:
+            from numba.np.linalg import ensure_blas
+
+            try:
+                ensure_blas()
+                self.value = True
+            except ImportError:
+                self.value = False
+        return self.value
+
+
+def _defer_blas_probe():
+    try:
+        from numba.core import cpu as _cpu
+
+        load = _cpu.CPUContext.load_additional_registries
+    except (ImportError, AttributeError):  # pragma: no cover - another Numba layout
+        return
+    if "numba.np.arraymath" in sys.modules or "scipy.linalg" in sys.modules:
+        return  # set up already, or the probe is free
+
+    def load_deferring_blas(self):
+        _cpu.CPUContext.load_additional_registries = load  # once (under numba's compile lock)
+        finder = _BlasProbeBlocker()
+        sys.meta_path.insert(0, finder)
+        try:
+            load(self)
+        finally:
+            sys.meta_path.remove(finder)
+        am = sys.modules.get("numba.np.arraymath")
+        if finder.blocked and am is not None and getattr(am, "_HAVE_BLAS", None) is False:
+            am._HAVE_BLAS = _LazyHaveBlas()
+
+    _cpu.CPUContext.load_additional_registries = load_deferring_blas
+
+
+_defer_blas_probe()
+
 # ------------------------------------------------------------------------ cache stamps
 # Numba invalidates a cached kernel only when *its own* source file changes, not when a
 # helper it inlines from another module (``_vmath``) does.  fastloss's locators stamp

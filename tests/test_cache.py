@@ -12,6 +12,7 @@ import threading
 import time
 
 import numpy as np
+import pytest
 
 import fastloss as fl
 from fastloss import _config
@@ -251,3 +252,31 @@ def test_cold_parallel_call_runs_serial_and_compiles_in_background(tmp_path):
                               capture_output=True, text=True, timeout=600)
         assert proc.returncode == 0, (mode, proc.stderr[-3000:])
         assert "ok" in proc.stdout
+
+
+def test_first_call_defers_numbas_scipy_blas_probe():
+    """Numba's first compile or cache load imports ``numba.np.arraymath``, whose import-time
+    BLAS probe imports all of ``scipy.linalg`` (0.3-0.4 s).  fastloss defers the probe:
+    the first call leaves ``scipy.linalg`` unimported, and Numba code that needs the
+    answer later (``np.convolve`` picks BLAS by it) still gets it, as does ``np.dot``."""
+    pytest.importorskip("scipy.linalg")
+    code = textwrap.dedent("""
+        import sys
+        import numpy as np, numba
+        import fastloss as fl
+        fl.cross_entropy(np.zeros((4, 3), np.float32), np.zeros(4, np.int64))
+        fl.mse_loss(np.zeros(5), np.ones(5))
+        assert "numba.np.arraymath" in sys.modules
+        assert "scipy.linalg" not in sys.modules, "the first call imported scipy.linalg"
+        import numba.np.arraymath as am
+        @numba.njit
+        def f(a, b):
+            return np.dot(a, b), np.convolve(a, b)
+        d, c = f(np.arange(3.0), np.arange(3.0))
+        assert d == 5.0 and c.tolist() == [0.0, 0.0, 1.0, 4.0, 4.0]
+        assert bool(am._HAVE_BLAS) is True and "scipy.linalg" in sys.modules
+        print("ok")
+    """)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-2000:]
