@@ -154,6 +154,13 @@ def _weight_args(x, weight, pos_weight):
 
 
 _shares = np.may_share_memory
+
+
+def _overwrites(g, x, t, wargs):
+    """Whether the gradient buffer ``g`` may overlap an operand: input, target or a weight."""
+    return _shares(g, x) or _shares(g, t) or any(_shares(g, w) for w in wargs)
+
+
 _EMPTY = {np.dtype(np.float32): np.empty(0, np.float32), np.dtype(np.float64): np.empty(0)}
 _ONE = {dt: readonly(np.ones(1, dtype=dt)) for dt in _EMPTY}
 
@@ -180,8 +187,7 @@ def _run(kern, x, t, a=0.0, b=0.0, c=0.0, *, reduction, grad, out, wargs=(), on_
     g = prepare_out(out, x, grad)
     # the gradient overwrites (part of) an operand: domain errors are found first (below);
     # decided on the caller's arrays, before unalias swaps a partial overlap for a copy
-    check_first = on_bad is not None and grad and out is not None and (
-        _shares(g, x) or _shares(g, t))
+    check_first = on_bad is not None and grad and out is not None and _overwrites(g, x, t, wargs)
     x, t = unalias(out, x, t)
     wargs = unalias(out, *wargs)
     n = x.size
@@ -247,8 +253,8 @@ def _run_block(kern, x, t, a, b, c, denom, grad, wargs, on_bad, out=None):
         g = np.empty(n, dt) if grad else empty
     else:
         g = prepare_out(out, x, grad)
-        if _shares(g, x) or _shares(g, t) or (wargs and any(_shares(g, w) for w in wargs)):
-            check_first = on_bad is not None and (_shares(g, x) or _shares(g, t))
+        if _overwrites(g, x, t, wargs):
+            check_first = on_bad is not None
             (x, t), wargs = unalias(g, x, t), unalias(g, *wargs)
             if check_first:  # (decided on the caller's arrays, as in _run)
                 _domain_first(kern, x, t, wargs, p, partial, flags, on_bad)
@@ -541,7 +547,9 @@ def smooth_l1_loss(input, target, *, beta=1.0, reduction="mean", grad=True, out=
             f"beta must be >= 0 (smooth_l1_loss does not support negative values for beta), "
             f"got {beta}"
         )
-    if beta == 0.0:
+    if x.dtype.type(beta) == 0.0:
+        # also a beta that rounds to 0 in float32 (the kernel computes in the input's
+        # dtype): the smooth kernel's d >= beta branch would give sgn(0) = 1 there
         return _run(_k.l1_loss, x, t, reduction=reduction, grad=grad, out=out)
     return _run(_k.smooth_l1_loss, x, t, beta, reduction=reduction, grad=grad, out=out)
 

@@ -409,7 +409,9 @@ def _replay_terms(x, ax, yf, valid, w, eps, zl, cap, D, nz, grad, out):
 def _ce_replay(x, ax, y, w, ii, eps, zl, cap, reduction, grad, out):
     """Class weights whose arithmetic is not finite: a non-finite weight, or under
     ``"mean"`` a total weight of the counted targets that is exactly 0 (weights that
-    cancel, only zero-weight targets) or whose reciprocal overflows.  PyTorch's answer is
+    cancel, only zero-weight targets) or whose reciprocal overflows, or with label
+    smoothing a sum of all weights that overflows (the kernels spread it; PyTorch sums
+    ``w_c log p_c`` term by term, which can stay finite).  PyTorch's answer is
     then inf/NaN arithmetic whose pattern depends on its order of operations (a weight is
     read only for the rows that target its class, and by label smoothing), which the
     fused kernels do not follow.  This replays that order in float64 NumPy (a rare case,
@@ -424,7 +426,8 @@ def _ce_replay(x, ax, y, w, ii, eps, zl, cap, reduction, grad, out):
     mean = reduction == "mean"
     with np.errstate(all="ignore"):
         tw = w[yv].sum()
-        if np.isfinite(w).all() and not (mean and yv.size and not np.isfinite(1.0 / tw)):
+        if (np.isfinite(w).all() and not (mean and yv.size and not np.isfinite(1.0 / tw))
+                and not (eps > 0.0 and not np.isfinite(np.sum(w, dtype=np.float64)))):
             return None
         D = tw if mean else 1.0  # PyTorch divides by the total weight under "mean" only
         nz = max(valid.sum(), 1) if mean else 1

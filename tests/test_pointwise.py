@@ -783,3 +783,50 @@ def test_sigmoid_focal_fractional_gamma_confident_logits_finite(dtype, gamma):
         want = np.where(t == 1, -mag, mag)
         np.testing.assert_allclose(f.grad, want, rtol=2e-5 if dtype == np.float32 else 1e-12,
                                    atol=1e-37 if dtype == np.float32 else 1e-300)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+def test_bce_with_logits_infinite_log_weight_at_underflowing_logits_is_torchs(dtype):
+    """An infinite ``lw = 1 + (pos_weight - 1) t`` at a logit whose exp(-|x|) underflows
+    (x < -104 in float32, -745 in float64): PyTorch's ``-lw log_sigmoid(x)`` is inf there,
+    not the inf * 0 = NaN of the log1p(e) term; a NaN lw (pos_weight 1, target inf) and
+    positive logits (PyTorch: inf * -0 = NaN) keep NaN."""
+    x = np.array([-800.0, -800.0, -104.0, -120.0, -800.0, 800.0, -800.0, -3.0], dtype)
+    t = np.array([1.0, np.inf, 1.0, 1.0, 0.5, 1.0, np.inf, 1.0], dtype)
+    pw = np.array([np.inf, 3.0, np.inf, np.inf, -np.inf, np.inf, 1.0, np.inf], dtype)
+    res = fl.binary_cross_entropy_with_logits(x, t, pos_weight=pw, reduction="none")
+    want = F.binary_cross_entropy_with_logits(torch.from_numpy(x), torch.from_numpy(t),
+                                              pos_weight=torch.from_numpy(pw),
+                                              reduction="none").numpy()
+    np.testing.assert_array_equal(res.loss, want)  # (NaN where torch has NaN)
+    assert np.isinf(res.loss[:5]).all()
+
+
+@pytest.mark.parametrize("n", [3, 5000], ids=["one-block", "blocks"])
+def test_bce_domain_error_leaves_a_weight_that_is_out_intact(n):
+    """out= is the weight array (or overlaps it): a probability outside [0, 1] is found
+    before any gradient is written, as when out= is the input or the target."""
+    x = np.full(n, 0.5)
+    x[-1] = 1.5
+    t = np.zeros(n)
+    base = np.arange(1.0, n + 2.0)
+    for w, out in [(base[:n].copy(), None), (base[1:], base[:n])]:
+        buf = w if out is None else base
+        before = buf.copy()
+        with pytest.raises(ValueError, match="input should be between 0 and 1"):
+            fl.binary_cross_entropy(x, t, w, out=w if out is None else out)
+        np.testing.assert_array_equal(buf, before)
+
+
+def test_smooth_l1_beta_that_rounds_to_zero_in_float32_is_l1():
+    """beta > 0 that is 0 in float32 (the kernel's arithmetic): the L1 route, as for
+    beta == 0, so the gradient at a zero residual is 0 (PyTorch: d / beta = 0), not the
+    d >= beta branch's 1."""
+    x = np.array([0.0, 1.0, -2.0], np.float32)
+    t = np.zeros(3, np.float32)
+    res = fl.smooth_l1_loss(x, t, beta=1e-46, reduction="sum")
+    xt = torch.from_numpy(x).requires_grad_()
+    want = F.smooth_l1_loss(xt, torch.from_numpy(t), beta=1e-46, reduction="sum")
+    want.backward()
+    np.testing.assert_array_equal(res.grad, xt.grad.numpy())
+    assert float(res.loss) == float(want.detach())

@@ -1341,6 +1341,46 @@ def test_in_place_row_loops_vectorise():
     assert all(v >= 8 for v in counts.values()), counts
 
 
+def test_float32_target_gradient_has_no_cancellation_class_axis_not_last_and_focal():
+    """The (N, C, d...) kernel and the focal kernel computed the target's gradient as the
+    float32 scaled softmax minus (1 - eps) r: 6e-4 relative at p = 1 - 1.3e-5 and +1e-8
+    (the wrong sign) at a saturated row, where PyTorch's float32 and the classes-last
+    kernels give 0.  Now one float64 expression, as in the row kernels."""
+    x = np.array([[12.0, -3.0, 0.5, 1.0], [40.0, 0.0, 0.0, 0.0], [0.5, 0.2, 0.1, 0.0]],
+                 np.float32)
+    y = np.array([0, 0, 1])
+    for kw in ({}, {"z_loss": 1e-4}, {"label_smoothing": 0.1},
+               {"weight": np.array([0.3, 0.7, 1.1, 2.0])}):
+        g64 = fl.cross_entropy(x.astype(np.float64), y, **kw).grad
+        g32 = fl.cross_entropy(x[:, :, None].copy(), y[:, None], axis=1, **kw).grad[:, :, 0]
+        np.testing.assert_allclose(g32, g64, rtol=1e-6, atol=1e-12)
+    for gamma in (0.0, 0.5, 2.0):
+        g64 = fl.softmax_focal_loss(x.astype(np.float64), y, gamma=gamma).grad
+        g32 = fl.softmax_focal_loss(x, y, gamma=gamma).grad
+        np.testing.assert_allclose(g32[0], g64[0], rtol=1e-6)
+        assert g32[1, 0] == 0.0, gamma  # p == 1 in float32: 0, as PyTorch's
+
+
+def test_label_smoothing_with_weights_whose_sum_overflows_matches_torch():
+    """Label smoothing spreads the sum of all class weights; when that sum overflows
+    (weights near 1e308), PyTorch's term-by-term sum stays finite: the replay takes over."""
+    x = np.array([[2.0, 1.0, -3.0, -3.0], [5.0, 4.0, 0.0, 0.0]])
+    y = np.array([0, 1])
+    w = np.array([1e308, 1e308, 1.0, 1.0])
+    for axis_last in (True, False):
+        for red in ("mean", "sum", "none"):
+            xx, yy = (x, y) if axis_last else (x[:, :, None].copy(), y[:, None])
+            res = fl.cross_entropy(xx, yy, w, label_smoothing=0.1, reduction=red, axis=1)
+            xt = torch.tensor(xx, requires_grad=True)
+            lt = F.cross_entropy(xt, torch.tensor(yy), torch.tensor(w), label_smoothing=0.1,
+                                 reduction=red)
+            lt.backward(torch.ones_like(lt))
+            if red == "none":  # (the sum of the two rows overflows in PyTorch too)
+                assert np.isfinite(res.loss).all() and np.isfinite(res.grad).all()
+            np.testing.assert_allclose(res.loss, lt.detach().numpy(), rtol=1e-12)
+            np.testing.assert_allclose(res.grad, xt.grad.numpy(), rtol=1e-12)
+
+
 def test_float32_target_gradient_has_no_cancellation_in_the_few_class_kernel():
     """softmax - 1 at the target, where the softmax is near 1 (C = 1, or a dominant
     class): the few-class kernel subtracted in float32 (0.00059998 for 0.00060000 with

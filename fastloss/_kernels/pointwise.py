@@ -284,8 +284,13 @@ def _bce_logits_value(x, t, pwt, lw, e):
     -pwt x + lw log1p(e), for x >= 0 it is (1 - t) x + lw log1p(e).  (PyTorch's own form
     loses digits for soft targets at large |x| in float32.)"""
     zero = F(x, 0.0)
-    lin = -pwt * x if x < zero else (F(x, 1.0) - t) * x
-    v = lin + lw * vlog1p_unit(e)
+    neg = x < zero
+    lin = -pwt * x if neg else (F(x, 1.0) - t) * x
+    l1p = vlog1p_unit(e)
+    # x < 0 with e underflowed to 0: PyTorch's log_sigmoid(x) is x itself, so an infinite
+    # lw leaves no lw * log1p(e) = inf * 0 term (NaN) to add; a NaN lw still gives NaN
+    tail = zero if neg & (l1p == zero) & (lw == lw) else lw * l1p
+    v = lin + tail
     # x = -inf: PyTorch's (1 - t) x - lw log_sigmoid(x) with log_sigmoid(-inf) = -inf
     # (NaN, or +-inf for targets above 1 / a negative lw)
     return (F(x, 1.0) - t) * x - lw * x if x == F(x, -np.inf) else v

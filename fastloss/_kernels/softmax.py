@@ -216,8 +216,11 @@ def _ce_row_scalars_py(wy, eps, ec, W, r, zl, rz, ls, lse, m, zt, sw, s, et):
     ``contract`` let LLVM fuse these multiply-adds into FMAs differently in the two
     builds (1 ulp of the target's gradient with label smoothing, z-loss and softcap), and
     the thread count must not change a bit.  ``gt``, softmax minus target in one float64
-    expression, is exactly 0 where the softmax is exactly 1 (one class), as PyTorch's;
-    ``wy`` is the target's class weight (1 without weights)."""
+    expression, is 0 where the softmax is exactly 1 (one class, a saturated row) up to
+    the rounding of ``a``: ``contract`` may fuse the last product into an FMA, which
+    leaves that rounding (about 1e-17 of the gradient's scale, e.g. with a class weight
+    or label smoothing) where PyTorch's float64 gives exactly 0; ``wy`` is the target's
+    class weight (1 without weights)."""
     loss = wy * (1.0 - eps) * (ls - (zt - m))
     if eps > 0.0:
         loss += ec * (W * ls - sw)
@@ -607,6 +610,12 @@ def _axis_tile(x3, y2, w, ignore_index, eps, zl, r, rz, W, a, b0, b1, g3, rl2, r
         ka[k] = ((wy * (1.0 - eps) + ec * W) * r + 2.0 * zl * lse * rz) / s[k]
         sw[k] = ec * r  # reused: the label-smoothing subtrahend of this position
     if want_g:
+        # the target's exp, kept (xt is free now): its gradient, softmax minus target, is
+        # one float64 expression as in the row kernels (_ce_row_scalars), not the float32
+        # scaled value minus (1 - eps) r, which cancels as p -> 1 (0, not 1e-8, at p == 1)
+        for k in range(n):
+            t = y2[a, b0 + k]
+            xt[k] = 0.0 if t == ignore_index else float(g3[a, t, b0 + k])
         for c in range(C):
             gc = g3[a, c, b0:b1]
             wc = w[c] if has_w else 1.0
@@ -616,7 +625,7 @@ def _axis_tile(x3, y2, w, ignore_index, eps, zl, r, rz, W, a, b0, b1, g3, rl2, r
             t = y2[a, b0 + k]
             if t != ignore_index:
                 wy = w[t] if has_w else 1.0
-                g3[a, t, b0 + k] = g3[a, t, b0 + k] - wy * (1.0 - eps) * r
+                g3[a, t, b0 + k] = xt[k] * ka[k] - sw[k] * wy - wy * (1.0 - eps) * r
 
 
 @kernel
@@ -817,8 +826,10 @@ def focal(x, y, w, ignore_index, gamma, mean, g, rl):
                 t1 = gamma * omp ** (gamma - 1.0) * p * lp if (omp > 0.0 and p > 0.0) else 0.0
                 K = t1 - pw
                 gi = g[i]
-                _scale(gi, -wy * r * K / s)
-                gi[t] = gi[t] + wy * r * K
+                c = -wy * r * K / s
+                et = float(gi[t])  # the target's exp: w K (1 - p_t) in float64 (no
+                _scale(gi, c)  # float32 cancellation as p_t -> 1; 0 where p_t == 1)
+                gi[t] = et * c + wy * r * K
     return 0, 0, tw, nv
 
 
