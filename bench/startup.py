@@ -6,8 +6,9 @@ warm and from an empty cache, and ``fl.warmup()`` of every kernel from an empty 
 
 Every figure is the median of ``--repeat`` fresh interpreter processes (one process per
 sample, so nothing is shared but the disk cache).  "core install" hides SciPy from the
-process: Numba imports ``scipy.linalg`` (0.2 s) on its first compile or cache load when
-SciPy is installed, which a numpy + numba install does not pay.
+process, as a numpy + numba install: Numba's first compile or cache load imported
+``scipy.linalg`` (0.2-0.4 s) when SciPy was installed, until fastloss deferred that probe
+(fastloss/_config.py); the two columns should now agree.
 """
 
 from __future__ import annotations
