@@ -25,6 +25,7 @@ __all__ = [
     "max_key",
     "prefetch",
     "row_max",
+    "rounded",
     "row_sum",
     "select",
     "vexp",
@@ -145,6 +146,25 @@ def prefetch(typingctx, a, i):
         # rw = 0 (read), locality = 3 (keep in all levels), cache type = 1 (data)
         builder.call(fn, [ptr, ir.Constant(i32, 0), ir.Constant(i32, 3), ir.Constant(i32, 1)])
         return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@intrinsic
+def rounded(typingctx, v):
+    """``v`` itself, as a value that ``contract`` cannot fuse into a neighbouring add
+    (``llvm.arithmetic.fence``): ``a - rounded(b * c)`` subtracts the rounded product, so
+    it is exactly 0 when ``a`` is that same rounded product (an FMA would leave the
+    product's rounding error instead)."""
+    if v not in (types.float32, types.float64):
+        return None
+    sig = v(v)
+
+    def codegen(context, builder, signature, args):
+        llty = args[0].type
+        fnty = ir.FunctionType(llty, [llty])
+        fn = builder.module.declare_intrinsic("llvm.arithmetic.fence", [llty], fnty)
+        return builder.call(fn, [args[0]])
 
     return sig, codegen
 

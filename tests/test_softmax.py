@@ -1361,6 +1361,32 @@ def test_float32_target_gradient_has_no_cancellation_class_axis_not_last_and_foc
         assert g32[1, 0] == 0.0, gamma  # p == 1 in float32: 0, as PyTorch's
 
 
+def test_target_gradient_is_exactly_zero_where_the_softmax_is_one():
+    """One class, or a row whose softmax rounds to exactly 1 at the target: PyTorch's
+    float64 gradient there is exactly 0, with class weights and in every layout.  The
+    last product of softmax minus target was fused into an FMA (fastmath ``contract``),
+    which left its rounding error: -1.85e-18 for a weight of 0.3."""
+    w1 = np.array([0.3])
+    for x, y, w in [
+        (np.zeros((4, 1)), np.zeros(4, np.int64), w1),  # one class, few-class kernel
+        (np.zeros((3, 1, 2)), np.zeros((3, 2), np.int64), w1),  # class axis not last
+        (np.array([[40.0, 0.0, 0.0], [0.0, 1.0, 2.0]]), np.array([0, 2]),
+         np.array([0.3, 0.7, 1.1])),  # a saturated row
+        (np.pad(np.array([[40.0, 0.0, 0.0], [0.0, 1.0, 2.0]]), ((0, 0), (0, 60)),
+                constant_values=-50.0), np.array([0, 2]),
+         np.r_[[0.3, 0.7, 1.1], np.ones(60)]),  # the same in the wide-row kernel
+    ]:
+        for red in ("mean", "sum"):
+            res = fl.cross_entropy(x, y, w, reduction=red, axis=1)
+            xt = torch.tensor(x, requires_grad=True)
+            want = F.cross_entropy(xt, torch.tensor(y), torch.tensor(w), reduction=red)
+            want.backward()
+            tgt = np.take_along_axis(res.grad, np.expand_dims(y, 1), axis=1)
+            assert (tgt.ravel()[: 4 if x.shape[1] == 1 else 1] == 0.0).all(), (x.shape, red)
+            np.testing.assert_allclose(res.grad, xt.grad.numpy(), rtol=1e-12, atol=0)
+            assert float(res.loss) == pytest.approx(float(want.detach()), rel=1e-12)
+
+
 def test_label_smoothing_with_weights_whose_sum_overflows_matches_torch():
     """Label smoothing spreads the sum of all class weights; when that sum overflows
     (weights near 1e308), PyTorch's term-by-term sum stays finite: the replay takes over."""

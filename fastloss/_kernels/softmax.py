@@ -28,7 +28,7 @@ import numpy as np
 from numba import prange
 
 from .._config import as_readonly, inline, instantiate, kernel, rowfn
-from .._vmath import prefetch, row_max, row_sum, select, vexp_neg, vlog, vtanh
+from .._vmath import prefetch, rounded, row_max, row_sum, select, vexp_neg, vlog, vtanh
 
 #: Rows per parallel block (scratch buffers are allocated once per block).
 ROWS_PER_BLOCK = 16
@@ -216,16 +216,16 @@ def _ce_row_scalars_py(wy, eps, ec, W, r, zl, rz, ls, lse, m, zt, sw, s, et):
     ``contract`` let LLVM fuse these multiply-adds into FMAs differently in the two
     builds (1 ulp of the target's gradient with label smoothing, z-loss and softcap), and
     the thread count must not change a bit.  ``gt``, softmax minus target in one float64
-    expression, is 0 where the softmax is exactly 1 (one class, a saturated row) up to
-    the rounding of ``a``: ``contract`` may fuse the last product into an FMA, which
-    leaves that rounding (about 1e-17 of the gradient's scale, e.g. with a class weight
-    or label smoothing) where PyTorch's float64 gives exactly 0; ``wy`` is the target's
-    class weight (1 without weights)."""
+    expression, is exactly 0 where the softmax is exactly 1 (one class, a saturated row)
+    without label smoothing, as PyTorch's: the last product is :func:`rounded`, so
+    ``contract`` cannot fuse it into an FMA that would leave its rounding error (1e-17
+    of the gradient's scale with a class weight); with label smoothing the terms' own
+    roundings can leave that much.  ``wy`` is the target's class weight (1 without)."""
     loss = wy * (1.0 - eps) * (ls - (zt - m))
     if eps > 0.0:
         loss += ec * (W * ls - sw)
     a = ((wy * (1.0 - eps) + ec * W) * r + 2.0 * zl * lse * rz) / s
-    gt = et * a - ec * r * wy - wy * (1.0 - eps) * r
+    gt = et * a - ec * r * wy - rounded(wy * (1.0 - eps) * r)
     return loss, a, gt
 
 
@@ -625,7 +625,7 @@ def _axis_tile(x3, y2, w, ignore_index, eps, zl, r, rz, W, a, b0, b1, g3, rl2, r
             t = y2[a, b0 + k]
             if t != ignore_index:
                 wy = w[t] if has_w else 1.0
-                g3[a, t, b0 + k] = xt[k] * ka[k] - sw[k] * wy - wy * (1.0 - eps) * r
+                g3[a, t, b0 + k] = xt[k] * ka[k] - sw[k] * wy - rounded(wy * (1.0 - eps) * r)
 
 
 @kernel
