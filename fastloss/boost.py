@@ -387,6 +387,13 @@ def _prepare(name, preds, labels, sample_weight, options) -> _Call:
         raise ValueError(f"softmax preds must have shape (n, K), got {x.shape}")
     if not softmax and x.ndim not in (1, 2):
         raise ValueError(f"preds must have shape (n,) or (n, T), got {x.shape}")
+    if softmax and x.dtype == np.float32 and x.shape[1] > 1 << 24:
+        # the kernels read the labels in the margins' dtype: float32 holds every integer
+        # up to 2**24 only, so a larger class index would silently become its neighbour
+        raise ValueError(
+            f"softmax with {x.shape[1]} classes needs float64 preds: float32 cannot hold "
+            f"every class index above 2**24"
+        )
     y = _labels(labels, x, softmax)
     w = _weights(sample_weight, x)
     cw = None
@@ -752,6 +759,11 @@ def _root(name, y, w, o, lo, hi):
     g = np.empty(y.shape)
     h = np.empty(y.shape)
     opts = {k: v for k, v in o.items() if k in OBJECTIVES[name].options}
+    if "min_hess" in opts:
+        # min_hess floors the hessian the booster sees; it does not change the loss, so
+        # it must not change its minimiser: the Newton steps use the true slope of the
+        # gradient sum (huber: 0 outside delta; focal: its own, negative where it is)
+        opts["min_hess"] = 0.0 if name == "huber" else -math.inf
 
     def G(b):
         x[...] = b
@@ -766,7 +778,11 @@ def _root(name, y, w, o, lo, hi):
         return lo
     if ghi <= 0:
         return hi
+    # Safeguarded Newton (Numerical Recipes' rtsafe): a Newton step only when it lands
+    # inside the bracket and is at most half the step before last, else bisection, so
+    # the bracket at least halves every two evaluations.
     b = 0.5 * (lo + hi)
+    dx = dxold = hi - lo
     for _ in range(200):
         gb, hb = G(b)
         if math.isnan(gb):
@@ -780,7 +796,14 @@ def _root(name, y, w, o, lo, hi):
         if hi - lo <= 4e-16 * max(1.0, abs(lo), abs(hi)):
             break
         step = b - gb / hb if hb > 0 else math.nan
-        b = step if lo < step < hi else 0.5 * (lo + hi)
+        newton = lo < step < hi and abs(2.0 * gb) <= abs(dxold * hb)
+        dxold = dx
+        if newton:
+            dx = b - step
+            b = step
+        else:
+            dx = 0.5 * (hi - lo)
+            b = lo + dx
     return b
 
 

@@ -895,3 +895,41 @@ def test_bool_option_rejected_after_the_equal_int_was_used(key):
     fl.grad_hess(name, preds, labels, **{key: 1})
     with pytest.raises(TypeError, match=key):
         fl.grad_hess(name, preds, labels, **{key: True})
+
+
+@pytest.mark.parametrize("name,opts,labels", [
+    ("focal", {"gamma": 2.0}, np.r_[np.ones(10), np.zeros(990)]),
+    ("focal", {"gamma": 0.5, "alpha": 0.25}, np.r_[np.ones(300), np.zeros(700)]),
+    ("huber", {"delta": 0.3}, np.random.default_rng(3).standard_normal(10) * 3),
+    ("huber", {"delta": 0.1}, np.random.default_rng(4).standard_normal(1000) ** 3),
+], ids=["focal-1%", "focal-alpha", "huber-10", "huber-1000"])
+def test_init_score_does_not_depend_on_min_hess(name, opts, labels):
+    """min_hess floors the hessian the booster sees, not the loss: the minimiser is the
+    same for any floor.  It was not: the Newton steps divided by the floored hessian sum
+    and the iteration ran out of steps far from the root (focal with 1% positives and
+    min_hess=0.1: -11.85 instead of -1.71)."""
+    from scipy.optimize import minimize_scalar
+
+    base = fl.init_score(name, labels, **opts)
+    y = labels.astype(np.float64)
+    f = lambda b: float(fl.objective_loss(name, np.full(y.size, b), y, reduction="sum", **opts))  # noqa: E731
+    best = minimize_scalar(f, bounds=(base - 5, base + 5), method="bounded",
+                           options={"xatol": 1e-10}).x
+    assert base == pytest.approx(best, abs=1e-6)
+    for mh in (0.1, 0.5, 1.0):
+        b = fl.init_score(name, labels, min_hess=mh, **opts)
+        assert b == pytest.approx(base, rel=1e-12, abs=1e-12), mh
+        g = fl.grad_hess(name, np.full(y.size, b), y, **opts).grad
+        assert abs(g.sum()) <= 1e-9 * max(1.0, np.abs(g).sum()), mh
+
+
+def test_softmax_float32_preds_with_more_than_2_24_classes_are_an_error():
+    """float32 holds every integer only up to 2**24, and the kernels read the labels in
+    the margins' dtype: a class index above that became its neighbour (the gradient of
+    class 2**24 + 1 went to 2**24).  float64 margins are exact."""
+    K = (1 << 24) + 2
+    y = np.array([(1 << 24) + 1])
+    with pytest.raises(ValueError, match="float64 preds"):
+        fl.grad_hess("softmax", np.zeros((1, K), np.float32), y)
+    g = fl.grad_hess("softmax", np.zeros((1, K)), y).grad
+    assert int(np.argmin(g[0])) == (1 << 24) + 1
