@@ -180,3 +180,65 @@ def test_copy_fraction_pairs_each_sample_with_the_copy_of_its_round():
     assert d["vs_torch"] == 10.0 and d["vs_numpy"] == 5.0 and d["vs_jax"] is None
     del res["copy_GBps"]  # no copy in the case's rounds: no fraction
     assert derive.derive(res)["derived"]["bw_out"] is None
+
+
+def test_torch_cell_shows_the_one_thread_time_the_ratio_uses_at_large_sizes():
+    """At large sizes PyTorch is timed with 1 thread too and the ratio uses the faster;
+    the cell showed only the 2-thread time (614 ms beside a 14.5x computed from 508 ms)."""
+    from fastloss._bench import report
+
+    res = {"role": "large", "loss": "mse_loss", "bytes_moved": 1,
+           "impls": {"fastloss": {"median_s": 0.035}, "torch": {"median_s": 0.614},
+                     "torch_1t": {"median_s": 0.508}}}
+    d = derive.derive(res)["derived"]
+    assert d["vs_torch"] == pytest.approx(0.508 / 0.035)
+    meta = {"peers": {"torch": {"available": True}}, "torch_recipes": {}}
+    assert report._torch_cell(res, meta) == "614 ms (1 thread: 508 ms)"
+
+
+def test_goal_figure_has_the_digits_its_verdict_needs():
+    """A figure just past its threshold must not print as the threshold ("5 µs" beside
+    "not met" for 5.0026 µs)."""
+    from fastloss._bench.report import _goal_value
+
+    assert _goal_value({"value": 5.0026e-6, "threshold": 5e-6, "fmt": "s"}) == "5.003 µs"
+    assert _goal_value({"value": 4.56e-6, "threshold": 5e-6, "fmt": "s"}) == "4.56 µs"
+    assert _goal_value({"value": 0.9991, "threshold": 1.0, "fmt": "x"}) == "0.999×"
+    assert _goal_value({"value": 13.97, "threshold": 14, "fmt": "x"}) == "13.97×"
+    assert _goal_value({"value": 0.799, "threshold": 0.8, "fmt": "%"}) == "79.9%"
+    assert _goal_value({"value": 0.65, "threshold": 0.8, "fmt": "%"}) == "65%"
+
+
+def test_nll_traffic_counts_one_log_probability_per_row():
+    """nll_loss reads x[i, y_i] only: counting all of x read 122 % of the copy."""
+    x = np.zeros((64, 10), np.float32)
+    y = np.zeros(64, np.int64)
+    assert cases.bytes_moved((x, y), "nll_loss") == x.nbytes + 64 * 4 + y.nbytes
+    assert cases.bytes_moved((x, y), "cross_entropy") == 2 * x.nbytes + y.nbytes
+
+
+def test_plots_without_data_are_not_written_and_stale_ones_go(tmp_path):
+    """A run with no sweep or large case writes no empty plot, and removes a plot an
+    earlier run left in the directory (the report would not show it)."""
+    pytest.importorskip("matplotlib")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from fastloss._bench import plots
+
+    for name in plots.PLOTS:
+        (tmp_path / name).write_bytes(b"stale")
+    meta = {"threads": 2, "machine": {"cpu": "test"}}
+    assert plots.write_plots(matplotlib, tmp_path, [], meta) == {}
+    assert not any((tmp_path / name).exists() for name in plots.PLOTS)
+
+
+def test_recorded_command_names_the_environment_scale(monkeypatch):
+    import argparse
+
+    args = argparse.Namespace(quick=False, output_dir="out", threads=None, scale=None,
+                              select=["mse_loss"], wait_quiet=None)
+    monkeypatch.setenv("FASTLOSS_BENCH_SCALE", "0.01")
+    assert _bench._command(args) == "fastloss bench -o out --scale 0.01 -k mse_loss"
+    monkeypatch.delenv("FASTLOSS_BENCH_SCALE")
+    assert _bench._command(args) == "fastloss bench -o out -k mse_loss"

@@ -34,7 +34,8 @@ def derive(res: dict) -> dict:
     fl = _median(res, "fastloss")
     torch_t = [t for t in (_median(res, "torch"), _median(res, "torch_1t")) if t is not None]
     peer_t = {"numpy": _median(res, "numpy"), "jax": _median(res, "jax"),
-              # PyTorch's faster thread setting where both were timed (latency sizes)
+              # PyTorch's faster thread setting where both were timed (latency and large
+              # sizes; the report shows both)
               "torch": min(torch_t) if torch_t else None}
     d["peer_s"] = peer_t
     for p, t in peer_t.items():

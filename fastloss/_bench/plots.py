@@ -17,6 +17,8 @@ def _sweep_points(results, loss, classes=None):
 def time_vs_batch(plt, path, results, meta):
     panels = [("cross_entropy", 1000, "rows (batch), 1000 classes"),
               ("mse_loss", None, "elements")]
+    if not any(_sweep_points(results, loss, classes) for loss, classes, _ in panels):
+        return False  # no sweep case in this run: no empty axes
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.8))
     for ax, (loss, classes, xlabel) in zip(axes, panels, strict=True):
         pts = _sweep_points(results, loss, classes)
@@ -105,4 +107,8 @@ def write_plots(mpl, outdir, results, meta) -> dict:
     for name, (fn, alt) in PLOTS.items():
         if fn(plt, outdir / name, results, meta):
             done[name] = alt
+        else:
+            # a plot of an earlier run in this directory would sit beside a report that
+            # does not show it, and describe other cases
+            (outdir / name).unlink(missing_ok=True)
     return done

@@ -54,7 +54,7 @@ def _torch_cell(r, meta):
     if "torch" in r["impls"]:
         if r["loss"] in meta.get("torch_recipes", {}):
             cell += " ‡"
-        if r["role"] == "latency" and "torch_1t" in r["impls"]:
+        if "torch_1t" in r["impls"]:  # the ratio uses the faster of the two
             cell += f" (1 thread: {fmt_time(r['impls']['torch_1t']['median_s'])})"
     return cell
 
@@ -99,12 +99,28 @@ def family_table(rows, meta) -> list[str]:
     return L
 
 
+def _goal_number(v, fmt, extra=0):
+    if fmt == "%":
+        return f"{v:.{extra}%}"
+    if fmt == "s":
+        return fmt_time(v) if not extra else f"{v * 1e6:.{3 + extra}g} µs"
+    if fmt == "r":
+        return f"{v:.{2 + extra}f}× the `out=` time"
+    return fmt_ratio(v) if not extra else f"{v:.{(2 if v < 10 else 1) + extra}f}×"
+
+
 def _goal_value(g):
     v = g["value"]
     if v is None:
         return "not measured"
-    return {"%": f"{v:.0%}", "s": fmt_time(v), "r": f"{v:.2f}× the `out=` time"}.get(
-        g["fmt"], fmt_ratio(v))
+    # as many digits as it takes for a figure on the other side of the threshold not to
+    # read as the threshold itself ("5 µs ... not met" for 5.003 µs)
+    t, fmt = g.get("threshold"), g["fmt"]
+    extra = 0
+    while (t is not None and v != t and extra < 4
+           and _goal_number(v, fmt, extra) == _goal_number(t, fmt, extra)):
+        extra += 1
+    return _goal_number(v, fmt, extra)
 
 
 def goal_table(goals, results) -> list[str]:
@@ -281,7 +297,8 @@ def footnotes(meta) -> list[str]:
         "[^peers]: NumPy: float32, vectorised, in-place ufuncs, one thread (its BLAS, used "
         "for dot products, may use more); `fastloss._bench.numpy_impl`. PyTorch: `F.<loss>` "
         "(or the recipe marked ‡) on a fresh leaf `requires_grad_()`, then `.backward()`, "
-        f"{n} threads (at the latency size also 1 thread, and the ratio uses the faster). "
+        f"{n} threads, and also 1 thread where a cell shows \"(1 thread: ...)\" (the latency "
+        "and large sizes): the ratio then uses the faster of the two. "
         "JAX: `jax.value_and_grad(loss)` compiled by `jax.jit`, the loss in `jax.numpy`, "
         "`block_until_ready` on the gradient, on arrays already on the device; XLA's CPU "
         "thread pool sizes itself (it cannot be set per call). Every peer uses the case's "

@@ -199,7 +199,7 @@ def run_case(case, impls, plan, peers, first_call, log, bw=None) -> dict:
         "id": case.id, "loss": case.loss, "shape": list(case.shape), "label": case.label,
         "role": case.role, "options": case.all_options, "variant": case.variant,
         "reduction": case.spec.reduction, "elements": case.elements,
-        "bytes_moved": bytes_moved(arrays), "memory_bound": case.spec.memory_bound,
+        "bytes_moved": bytes_moved(arrays, case.loss), "memory_bound": case.spec.memory_bound,
         "impls": {}, "check": {}, "unavailable": {}, "warmup_s": {},
     }
     calls = {}
