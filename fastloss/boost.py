@@ -332,8 +332,9 @@ def _outputs(grad_out, hess_out, x):
 
 
 # --------------------------------------------------------------------- label errors
-def _bad_label(name, labels, flat_index, shape, K=None):
-    """The exception for the first label outside the objective's domain."""
+def _bad_label(name, labels, flat_index, shape, K=None, order="C"):
+    """The exception for the first label outside the objective's domain; ``flat_index``
+    counts the elements in ``order`` (the kernel's flattening of (n, T) margins)."""
     raw = np.asarray(labels)
     if name == "softmax":
         row = flat_index
@@ -347,7 +348,7 @@ def _bad_label(name, labels, flat_index, shape, K=None):
             f"label {int(v)} at row {row} is out of bounds for {K} classes "
             f"(valid range [0, {K}))"
         )
-    idx = np.unravel_index(flat_index, shape) if len(shape) > 1 else flat_index
+    idx = np.unravel_index(flat_index, shape, order=order) if len(shape) > 1 else flat_index
     v = raw.reshape(shape)[idx].item() if len(shape) > 1 else raw.reshape(-1)[idx].item()
     where = f"index {tuple(int(i) for i in idx)}" if len(shape) > 1 else f"index {idx}"
     return ValueError(
@@ -356,10 +357,10 @@ def _bad_label(name, labels, flat_index, shape, K=None):
     )
 
 
-def _raise_status(status, name, labels, shape, K=None):
+def _raise_status(status, name, labels, shape, K=None, order="C"):
     bad = np.flatnonzero(status)
     if bad.size:
-        raise _bad_label(name, labels, int(status[bad[0]]) - 1, shape, K)
+        raise _bad_label(name, labels, int(status[bad[0]]) - 1, shape, K, order)
 
 
 # ---------------------------------------------------------------------------- paths
@@ -373,6 +374,7 @@ class _Call(NamedTuple):
     o: dict
     cw: np.ndarray | None  # softmax class weights (or size 0)
     p: np.ndarray  # the kernel's option vector
+    raw: Any = None  # the caller's labels, for error messages (y is in the preds' dtype)
 
 
 _EMPTY = {dt: readonly(np.empty(0, dt)) for dt in _FLOATS}
@@ -403,7 +405,8 @@ def _prepare(name, preds, labels, sample_weight, options) -> _Call:
         if o["class_weight"] is not None:
             cw = _as_real(np.asarray(o["class_weight"]).reshape(-1) if np.ndim(
                 o["class_weight"]) == 0 else o["class_weight"], "class_weight", (K,), x.dtype)
-    return _Call(name, x, y, _EMPTY[x.dtype] if w is None else w, o, cw, _params(name, o, x.dtype))
+    return _Call(name, x, y, _EMPTY[x.dtype] if w is None else w, o, cw, _params(name, o, x.dtype),
+                 labels)
 
 
 def _flat(c: _Call, order: str):
@@ -445,7 +448,7 @@ def _elementwise_gh(c: _Call, g, h, given: bool, n_threads):
         kern = _k.ELEMENTWISE[c.name].gh
         pick(kern, n, threads=n_threads)(xf, yf, wf, c.p, 0, nb, gk, hk, status)
         if (status[0] != 0) if nb == 1 else status.any():
-            _raise_status(status, c.name, c.y, c.x.shape)
+            _raise_status(status, c.name, c.raw, c.x.shape, order=order)
         if staged:
             gf[...] = gk
             hf[...] = hk
@@ -483,7 +486,7 @@ def _softmax_run(c: _Call, g, h, lout, given, n_threads):
         readonly(xf), xs, y, w, cw, c.p, K, R, 0, nb, gf, gs, hf, hs, lout, status
     )
     if (status[0] != 0) if nb == 1 else status.any():
-        _raise_status(status, "softmax", c.y, c.x.shape, K)
+        _raise_status(status, "softmax", c.raw, c.x.shape, K)
     if staged:
         g[...] = gk
         h[...] = hk
@@ -542,7 +545,7 @@ def _fast_elementwise(name, preds, labels, sample_weight, grad_out, hess_out, n_
             x, y, w, _params(name, o, dt), 0, nb, g, h, status
         )
         if (status[0] != 0) if nb == 1 else status.any():
-            _raise_status(status, name, y, x.shape)
+            _raise_status(status, name, labels, x.shape)
     return GradHess(g, h)
 
 
@@ -704,7 +707,7 @@ def _losses(name, preds, labels, sample_weight, n_threads, options):
             xf, yf, wf, c.p, 0, nb, lout, status
         )
         if status.any():
-            _raise_status(status, name, c.y, x.shape)
+            _raise_status(status, name, c.raw, x.shape)
     return lout.reshape(x.shape), c, x.shape[0] if x.ndim else 1
 
 

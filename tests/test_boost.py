@@ -933,3 +933,21 @@ def test_softmax_float32_preds_with_more_than_2_24_classes_are_an_error():
         fl.grad_hess("softmax", np.zeros((1, K), np.float32), y)
     g = fl.grad_hess("softmax", np.zeros((1, K)), y).grad
     assert int(np.argmin(g[0])) == (1 << 24) + 1
+
+
+def test_bad_label_message_names_the_callers_value_and_element():
+    """The message quoted the label after its conversion to the preds' dtype (1.1 as
+    1.100000023841858 for float32 preds), and with F-ordered outputs (the kernel runs in
+    F order) it unravelled the kernel's index in C order: it named a valid label."""
+    for labels in (np.array([0.5, 1.1, 0.2]), [0.5, 1.1, 0.2]):
+        with pytest.raises(ValueError, match=r"got 1\.1 at index 1$"):
+            fl.grad_hess("logistic", np.zeros(3, np.float32), labels)
+        with pytest.raises(ValueError, match=r"got 1\.1 at index 1$"):
+            fl.objective_loss("logistic", np.zeros(3, np.float32), labels)
+    y = np.array([[0.5, 0.2], [0.1, 0.3], [0.4, 0.9]])
+    y[0, 1] = 1.7
+    for kw in ({"grad_out": np.empty((3, 2), order="F"), "hess_out": np.empty((3, 2), order="F")},
+               {}):
+        for x in (np.zeros((3, 2)), np.asfortranarray(np.zeros((3, 2)))):
+            with pytest.raises(ValueError, match=r"got 1\.7 at index \(0, 1\)"):
+                fl.grad_hess("logistic", x, y, **kw)
