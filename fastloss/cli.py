@@ -88,7 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_score)
 
     w = sub.add_parser("warmup", help="compile (or load from the cache) kernels ahead of time")
-    w.add_argument("names", nargs="*", help="losses (default: all) or grad_hess:<objective>")
+    w.add_argument("names", nargs="*",
+                   help="losses (default: all), grad_hess:<objective> or linear_cross_entropy")
     w.add_argument("--dtype", action="append", choices=["float32", "float64"],
                    help="dtypes to compile (default: both)")
     w.add_argument("-j", "--jobs", type=int, default=1,
