@@ -103,7 +103,7 @@ OBJECTIVES: dict[str, ObjectiveInfo] = {
 
 # ------------------------------------------------------------------------- options
 def _real(v, name):
-    if isinstance(v, (bool, np.bool_)):
+    if isinstance(v, (bool, np.bool_, str, bytes)):
         raise TypeError(f"{name} must be a real number, got {v!r}")
     try:
         f = float(v)

@@ -273,6 +273,8 @@ def _run_block(kern, x, t, a, b, c, denom, grad, wargs, on_bad, out=None):
 
 
 def _float_option(value, name):
+    if isinstance(value, (str, bytes)):  # float("2") would parse it; PyTorch refuses it
+        raise TypeError(f"{name} must be a real number, got {value!r}")
     try:
         return float(value)
     except (TypeError, ValueError):

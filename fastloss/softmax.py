@@ -152,6 +152,8 @@ def _index_option(value) -> int:
 
 
 def _float_option(name, value, lo=None, hi=None, lo_open=False, desc=None):
+    if isinstance(value, (str, bytes)):  # float("0.1") would parse it; PyTorch refuses it
+        raise TypeError(f"{name} must be a real number, got {value!r}")
     try:
         v = float(value)
     except (TypeError, ValueError):

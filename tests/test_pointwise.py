@@ -830,3 +830,22 @@ def test_smooth_l1_beta_that_rounds_to_zero_in_float32_is_l1():
     want.backward()
     np.testing.assert_array_equal(res.grad, xt.grad.numpy())
     assert float(res.loss) == float(want.detach())
+
+
+@pytest.mark.parametrize("call", [
+    lambda: fl.huber_loss(np.zeros(3), np.zeros(3), delta="1"),
+    lambda: fl.smooth_l1_loss(np.zeros(3), np.zeros(3), beta=b"1"),
+    lambda: fl.sigmoid_focal_loss(np.zeros(3), np.zeros(3), alpha="0.25"),
+    lambda: fl.hinge_loss(np.zeros(3), np.ones(3), margin="1"),
+    lambda: fl.cross_entropy(np.zeros((2, 3)), np.zeros(2, np.int64), label_smoothing="0.1"),
+    lambda: fl.softmax_focal_loss(np.zeros((2, 3)), np.zeros(2, np.int64), gamma="2"),
+    lambda: fl.kl_div_with_logits(np.zeros((2, 3)), np.zeros((2, 3)), temperature=np.str_("2")),
+    lambda: fl.grad_hess("huber", np.zeros(3), np.zeros(3), delta="1"),
+    lambda: fl.grad_hess("focal", np.zeros(3), np.zeros(3), gamma="2"),
+], ids=["huber", "smooth_l1", "sigmoid_focal", "hinge", "ce", "softmax_focal", "kl_logits",
+        "gh-huber", "gh-focal"])
+def test_numeric_options_given_as_strings_are_a_type_error(call):
+    """A numeric option given as a string was parsed by float() and accepted; PyTorch's
+    functions refuse it ("argument 'delta' must be float, not str"): TypeError."""
+    with pytest.raises(TypeError, match="must be a real number"):
+        call()
