@@ -172,6 +172,17 @@ def check_same_shape(x: np.ndarray, t: np.ndarray, what: str = "target") -> None
         )
 
 
+def real_option(value, name: str) -> float:
+    """A numeric option as a float; ``TypeError`` for anything ``float()`` cannot take
+    and for strings (``float("2")`` would parse one; PyTorch's functions refuse it)."""
+    if isinstance(value, (str, bytes)):
+        raise TypeError(f"{name} must be a real number, got {value!r}")
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a real number, got {value!r}") from None
+
+
 def check_reduction(reduction: str, allowed=("none", "sum", "mean")) -> None:
     if reduction not in allowed:
         valid = ", ".join(repr(r) for r in allowed)

@@ -50,7 +50,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from ._config import pick
-from ._core import readonly
+from ._core import readonly, real_option
 from ._kernels import boost as _k
 
 __all__ = [
@@ -103,12 +103,9 @@ OBJECTIVES: dict[str, ObjectiveInfo] = {
 
 # ------------------------------------------------------------------------- options
 def _real(v, name):
-    if isinstance(v, (bool, np.bool_, str, bytes)):
+    if isinstance(v, (bool, np.bool_)):
         raise TypeError(f"{name} must be a real number, got {v!r}")
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        raise TypeError(f"{name} must be a real number, got {v!r}") from None
+    f = real_option(v, name)
     if not math.isfinite(f):
         raise ValueError(f"{name} must be finite, got {v!r}")
     return f
@@ -374,7 +371,7 @@ class _Call(NamedTuple):
     o: dict
     cw: np.ndarray | None  # softmax class weights (or size 0)
     p: np.ndarray  # the kernel's option vector
-    raw: Any = None  # the caller's labels, for error messages (y is in the preds' dtype)
+    raw: Any  # the caller's labels, for error messages (y is in the preds' dtype)
 
 
 _EMPTY = {dt: readonly(np.empty(0, dt)) for dt in _FLOATS}

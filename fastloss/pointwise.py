@@ -49,6 +49,7 @@ from ._core import (
     finish,
     prepare_out,
     readonly,
+    real_option,
     register,
     small_result,
     to_dtype,
@@ -272,15 +273,6 @@ def _run_block(kern, x, t, a, b, c, denom, grad, wargs, on_bad, out=None):
                         g if flat or not grad else g.reshape(x.shape), grad)
 
 
-def _float_option(value, name):
-    if isinstance(value, (str, bytes)):  # float("2") would parse it; PyTorch refuses it
-        raise TypeError(f"{name} must be a real number, got {value!r}")
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        raise TypeError(f"{name} must be a real number, got {value!r}") from None
-
-
 def _bad_probabilities(x, t):
     if not np.all((x >= 0) & (x <= 1)):
         raise ValueError("all elements of input should be between 0 and 1")
@@ -419,8 +411,8 @@ def sigmoid_focal_loss(input, target, *, alpha=0.25, gamma=2.0, reduction="mean"
         0.04335 [-0.07457, -8e-05]
     """
     x, t = _prepare(input, target, reduction)
-    alpha = _float_option(alpha, "alpha")
-    gamma = _float_option(gamma, "gamma")
+    alpha = real_option(alpha, "alpha")
+    gamma = real_option(gamma, "gamma")
     if not alpha <= 1.0:  # NaN, inf and (1, inf): alpha_t would be negative
         raise ValueError(
             f"alpha must be a number in [0, 1], or negative to disable weighting; got {alpha}"
@@ -543,7 +535,7 @@ def smooth_l1_loss(input, target, *, beta=1.0, reduction="mean", grad=True, out=
         [0.125 2.5  ] [0.5 1. ]
     """
     x, t = _prepare(input, target, reduction)
-    beta = _float_option(beta, "beta")
+    beta = real_option(beta, "beta")
     if not beta >= 0.0:
         raise ValueError(
             f"beta must be >= 0 (smooth_l1_loss does not support negative values for beta), "
@@ -582,7 +574,7 @@ def huber_loss(input, target, *, delta=1.0, reduction="mean", grad=True, out=Non
         [0.125 2.5  ] [0.5 1. ]
     """
     x, t = _prepare(input, target, reduction)
-    delta = _float_option(delta, "delta")
+    delta = real_option(delta, "delta")
     if not delta > 0.0:
         raise ValueError(
             f"delta must be > 0 (huber_loss does not support non-positive values for delta), "
@@ -619,7 +611,7 @@ def log_cosh_loss(input, target, *, reduction="mean", grad=True, out=None):
 
 # ----------------------------------------------------------------------- margin family
 def _margin(margin):
-    margin = _float_option(margin, "margin")
+    margin = real_option(margin, "margin")
     if not math.isfinite(margin):
         raise ValueError(f"margin must be a finite number, got {margin}")
     return margin
@@ -789,7 +781,7 @@ def poisson_nll_loss(input, target, *, log_input=True, full=False, eps=1e-8,
         [1.     0.7183] [0.     0.7183]
     """
     x, t = _prepare(input, target, reduction)
-    eps = _float_option(eps, "eps")
+    eps = real_option(eps, "eps")
     # the default options have a kernel of their own: no logarithms to compute and discard
     kern = _k.poisson_nll_loss_log if (log_input and not full) else _k.poisson_nll_loss
     return _run(kern, x, t, 1.0 if log_input else 0.0, 1.0 if full else 0.0, eps,

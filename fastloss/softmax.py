@@ -30,6 +30,7 @@ from ._core import (
     normalize_axis,
     prepare_out,
     readonly,
+    real_option,
     register,
     same_buffer,
     separate,
@@ -152,12 +153,7 @@ def _index_option(value) -> int:
 
 
 def _float_option(name, value, lo=None, hi=None, lo_open=False, desc=None):
-    if isinstance(value, (str, bytes)):  # float("0.1") would parse it; PyTorch refuses it
-        raise TypeError(f"{name} must be a real number, got {value!r}")
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise TypeError(f"{name} must be a real number, got {value!r}") from None
+    v = real_option(value, name)
     ok = math.isfinite(v)  # (an infinite z_loss, softcap, gamma or temperature is NaN arithmetic)
     if lo is not None:
         ok = ok and (v > lo if lo_open else v >= lo)

@@ -19,8 +19,6 @@ a two-round smoke test of the pipeline (the tests use it), not a measurement.
 
 from __future__ import annotations
 
-import os
-
 __all__ = ["UsageError", "main", "readme_table", "render", "run"]
 
 
@@ -67,9 +65,12 @@ def _command(args) -> str:
         parts.append(f"--threads {args.threads}")
     if args.scale is not None:
         parts.append(f"--scale {args.scale:g}")
-    elif os.environ.get("FASTLOSS_BENCH_SCALE", "").strip():
-        # the environment's scale, as an option: the recorded command reruns the same sizes
-        parts.append(f"--scale {os.environ['FASTLOSS_BENCH_SCALE'].strip()}")
+    else:
+        from .cases import scale_from_env
+
+        if scale_from_env() != 1.0:
+            # the environment's scale, as an option: the recorded command reruns the same sizes
+            parts.append(f"--scale {scale_from_env():g}")
     for s in args.select or ():
         parts.append(f"-k {s}")
     if args.wait_quiet:
