@@ -1113,3 +1113,175 @@ def test_linear_cross_entropy_loss_module():
     close(ho.grad, hr.grad)
     for p, q in zip(ours.parameters(), ref.parameters(), strict=True):
         close(p.grad, q.grad)
+    assert repr(ours) == repr(ref)
+
+
+# ------------------------------------------------- audit findings, 2026-12-04 (torch)
+@pytest.mark.parametrize("make", [
+    lambda z, p: flt.cross_entropy(z, p),
+    lambda z, p: flt.mse_loss(z, p),
+    lambda z, p: flt.mse_loss(z, p.float(), weight=torch.ones(5, 3, dtype=F64)),
+])
+def test_second_order_through_a_cast_input_raises(make):
+    """A float32 input that the call casts to float64 (a float64 target or weight) is
+    still the tensor the double-backward error is linked to: a gradient penalty with
+    respect to a tensor behind the loss raises, without the "freed input" warning (the
+    cast copy, not the caller's tensor, used to be anchored and died at once)."""
+    lin = torch.nn.Linear(3, 3)
+    z = torch.randn(5, 3, generator=torch.Generator().manual_seed(0))
+    p64 = torch.softmax(randn(5, 3), 1)
+    out = lin(z)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        (g,) = torch.autograd.grad(make(out, p64), out, create_graph=True)
+    with pytest.raises(RuntimeError, match="double backward is not supported"):
+        torch.autograd.grad(g.pow(2).sum(), lin.weight, allow_unused=True)
+
+
+@pytest.mark.parametrize("name, make_t", [
+    ("cross_entropy", lambda: labels(16, 5)),
+    ("cross_entropy", lambda: torch.softmax(randn(16, 5, dtype=torch.float32), 1)),
+    ("nll_loss", lambda: labels(16, 5)),
+    ("mse_loss", lambda: randn(16, 5, dtype=torch.float32)),
+    ("binary_cross_entropy_with_logits", lambda: uniform(0, 1, 16, 5, dtype=torch.float32)),
+    ("huber_loss", lambda: randn(16, 5, dtype=torch.bfloat16)),
+    ("kl_div", lambda: torch.softmax(randn(16, 5, dtype=torch.float32), 1)),
+])
+@pytest.mark.parametrize("low", [torch.bfloat16, torch.float16])
+def test_cpu_autocast_runs_in_float32_as_pytorch(name, make_t, low):
+    kw = {"reduction": "batchmean"} if name == "kl_div" else {}
+    """Under CPU autocast PyTorch's losses cast float16 / bfloat16 arguments to float32
+    (autocast's float32 list): so do fastloss's, with the gradient flowing back in the
+    input's dtype."""
+    lin = torch.nn.Linear(8, 5)
+    X = randn(16, 8, dtype=torch.float32)
+    t = make_t()
+    got = {}
+    for mod in (F, flt):
+        lin.zero_grad()
+        with torch.autocast("cpu", dtype=low):
+            z = lin(X)
+            z.retain_grad()
+            loss = getattr(mod, name)(z, t, **kw)
+        loss.backward()
+        got[mod] = (loss, z.grad, lin.weight.grad.clone())
+    (lo, zo, wo), (lr, zr, wr) = got[flt], got[F]
+    assert lo.dtype == lr.dtype == torch.float32
+    assert zo.dtype == zr.dtype == low
+    close(lo, lr, rtol=1e-6, atol=1e-7)
+    close(zo.float(), zr.float(), rtol=1e-2, atol=1e-3)
+    close(wo, wr, rtol=1e-2, atol=1e-3)
+    with pytest.raises(TypeError, match="float32 or torch.float64"):  # outside autocast
+        getattr(flt, name)(torch.ones(16, 5, dtype=low), t, **kw)
+
+
+def test_linear_cross_entropy_under_cpu_autocast():
+    H, W, y = randn(12, 6, dtype=torch.float32), randn(9, 6, dtype=torch.float32), labels(12, 9)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        lo = flt.linear_cross_entropy(H.bfloat16(), W.bfloat16(), y)
+    assert lo.dtype == torch.float32
+    close(lo, F.cross_entropy(H.bfloat16().float() @ W.bfloat16().float().T, y), rtol=1e-6)
+
+
+@pytest.mark.parametrize("kw", [dict(size_average=False), dict(reduce=True),
+                                dict(reduce=False), dict(size_average=True)])
+def test_kl_div_legacy_arguments_with_batchmean_as_pytorch(kw):
+    """PyTorch maps the legacy arguments and then still divides by the batch size when
+    reduction="batchmean" is passed."""
+    x = torch.log_softmax(randn(4, 3), 1).requires_grad_()
+    t = torch.softmax(randn(4, 3, seed=1), 1).requires_grad_()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        lo = flt.kl_div(x, t, reduction="batchmean", **kw)
+        lr = F.kl_div(x, t, reduction="batchmean", **kw)
+    close(lo, lr)
+    go = randn(*lo.shape, seed=2) if lo.ndim else torch.tensor(0.7, dtype=F64)
+    for a, b in zip(torch.autograd.grad(lo, (x, t), go), torch.autograd.grad(lr, (x, t), go),
+                    strict=True):
+        close(a, b)
+
+
+@pytest.mark.parametrize("name, args", [
+    ("mse_loss", lambda: (randn(4, 3), randn(4, 3, seed=1))),
+    ("l1_loss", lambda: (randn(4, 3), randn(4, 3, seed=1))),
+    ("smooth_l1_loss", lambda: (randn(4, 3), randn(4, 3, seed=1))),
+    ("huber_loss", lambda: (randn(4, 3), randn(4, 3, seed=1))),
+    ("cross_entropy", lambda: (randn(4, 3), labels(4, 3))),
+    ("nll_loss", lambda: (torch.log_softmax(randn(4, 3), 1), labels(4, 3))),
+    ("kl_div", lambda: (torch.log_softmax(randn(4, 3), 1), torch.softmax(randn(4, 3), 1))),
+    ("binary_cross_entropy", lambda: (uniform(0.1, 0.9, 4, 3), uniform(0, 1, 4, 3))),
+    ("binary_cross_entropy_with_logits", lambda: (randn(4, 3), uniform(0, 1, 4, 3))),
+    ("soft_margin_loss", lambda: (randn(4, 3), pm1(4, 3))),
+    ("multi_margin_loss", lambda: (randn(4, 3), labels(4, 3))),
+    ("linear_cross_entropy", lambda: (randn(4, 3), randn(5, 3), labels(4, 5))),
+])
+def test_deprecated_elementwise_mean_reduction_as_pytorch(name, args):
+    """PyTorch still accepts reduction="elementwise_mean" as "mean", with a deprecation
+    warning (poisson_nll_loss and the weighted mse / l1 refuse it: ValueError)."""
+    a = args()
+    with pytest.warns(UserWarning, match="elementwise_mean"):
+        lr = getattr(F, name)(*a, reduction="elementwise_mean")
+    with pytest.warns(UserWarning, match="elementwise_mean"):
+        lo = getattr(flt, name)(*a, reduction="elementwise_mean")
+    close(lo, lr)
+
+
+def test_elementwise_mean_refused_where_pytorch_refuses_it():
+    x, t = randn(4, 3), randn(4, 3, seed=1).abs()
+    for mod in (F, flt):
+        with pytest.raises(ValueError):
+            mod.poisson_nll_loss(x, t, reduction="elementwise_mean")
+        for name in ("mse_loss", "l1_loss"):
+            with pytest.raises(ValueError):
+                getattr(mod, name)(x, t, reduction="elementwise_mean", weight=torch.ones(4, 3))
+    with pytest.raises(ValueError, match="reduction"):  # fastloss-only losses: not a name
+        flt.hinge_loss(x, pm1(4, 3), reduction="elementwise_mean")
+
+
+@pytest.mark.parametrize("name", ["mse_loss", "l1_loss", "huber_loss"])
+@pytest.mark.parametrize("reduction", ["none", "sum", "mean"])
+def test_float64_per_element_weight_promotes_as_pytorch(name, reduction):
+    x = randn(4, 3, dtype=torch.float32).requires_grad_()
+    t = randn(4, 3, dtype=torch.float32, seed=1)
+    w = uniform(0.1, 2.0, 4, 3)  # float64
+    lo = getattr(flt, name)(x, t, reduction=reduction, weight=w)
+    lr = getattr(F, name)(x, t, reduction=reduction, weight=w)
+    assert lo.dtype == lr.dtype == torch.float64
+    # fastloss computes in float64 from the cast input; PyTorch squares the float32
+    # residual in float32 before weighting: equal to float32 rounding
+    close(lo, lr, rtol=3e-7, atol=1e-7)
+    go = randn(*lo.shape, seed=2) if lo.ndim else torch.tensor(0.7, dtype=F64)
+    (go_, gr) = torch.autograd.grad(lo, x, go)[0], torch.autograd.grad(lr, x, go)[0]
+    assert go_.dtype == gr.dtype == torch.float32
+    close(go_, gr, rtol=3e-7, atol=1e-7)
+
+
+def test_ignore_index_as_a_one_element_tensor():
+    x, y = randn(6, 4), labels(6, 4)
+    for name in ("cross_entropy", "nll_loss"):
+        close(getattr(flt, name)(x, y, ignore_index=torch.tensor(1)),
+              getattr(F, name)(x, y, ignore_index=torch.tensor(1)))
+    H, W = randn(6, 3), randn(4, 3)
+    close(flt.linear_cross_entropy(H, W, y, ignore_index=torch.tensor(2)),
+          F.linear_cross_entropy(H, W, y, ignore_index=torch.tensor(2)))
+
+
+@pytest.mark.parametrize("reduction", ["mean", "none"])
+def test_linear_cross_entropy_frees_its_inputs_after_backward(reduction):
+    """After a backward without retain_graph nothing of the call keeps the hidden
+    states' memory alive while the loss tensor lives on (for logging, say), as with
+    F.linear_cross_entropy (the NumPy views of the inputs used to stay in the graph)."""
+    import gc
+
+    from torch.multiprocessing.reductions import StorageWeakRef
+
+    W = randn(7, 5).requires_grad_()
+    y = labels(64, 7)
+    h = randn(64, 5).requires_grad_() * 1.0  # a non-leaf: nothing else holds it
+    ref = StorageWeakRef(h.untyped_storage())
+    loss = flt.linear_cross_entropy(h, W, y, reduction=reduction)
+    loss.sum().backward()
+    del h
+    gc.collect()
+    assert ref.expired()
+    assert loss.shape == ((64,) if reduction == "none" else ())

@@ -5,6 +5,7 @@ forward and only scales it in the backward."""
 from __future__ import annotations
 
 import functools
+import threading
 import warnings
 import weakref
 from collections.abc import Callable
@@ -84,6 +85,19 @@ def as_tensor(a) -> torch.Tensor:
     elif not a.flags.writeable:
         a = a.copy()
     return torch.from_numpy(a)
+
+
+def deprecated_mean(reduction):
+    """PyTorch's ``_Reduction.get_enum``: ``"elementwise_mean"`` is ``"mean"``, with its
+    deprecation warning (for the losses whose PyTorch version accepts it)."""
+    if reduction == "elementwise_mean":
+        warnings.warn(
+            "reduction='elementwise_mean' is deprecated. Please use reduction='mean' instead.",
+            UserWarning,
+            stacklevel=3,
+        )
+        return "mean"
+    return reduction
 
 
 def legacy_reduction(size_average, reduce, reduction: str) -> str:
@@ -211,9 +225,67 @@ def _scale(g: torch.Tensor | None, go: torch.Tensor, axis, inplace: bool):
     return g.mul_(go) if inplace else g * go
 
 
+_scope = threading.local()
+
+
+class call_scope:
+    """The extent of one public call: tensors :func:`promote` casts inside it are linked
+    to the caller's tensors they came from, so :func:`anchors` refers to the caller's
+    tensors (a cast copy is a temporary, dead as soon as the forward returns)."""
+
+    __slots__ = ("saved",)
+
+    def __enter__(self):
+        self.saved = getattr(_scope, "origin", None)
+        _scope.origin = {}
+
+    def __exit__(self, *exc):
+        _scope.origin = self.saved
+
+
+def promote(t: torch.Tensor, dtype) -> torch.Tensor:
+    """``t.to(dtype)`` (differentiable: the gradient comes back in ``t``'s dtype through
+    autograd's cast), remembered as standing for ``t`` (see :class:`call_scope`)."""
+    c = t.to(dtype)
+    origin = getattr(_scope, "origin", None)
+    if origin is not None and c is not t:
+        origin[id(c)] = origin.get(id(t), t)
+    return c
+
+
+_LOW = (torch.float16, torch.bfloat16)
+
+
+def autocast_fp32(args, kwargs):
+    """Under CPU autocast, PyTorch runs its losses in float32 (they are on autocast's
+    float32 list): float16 / bfloat16 tensor arguments are cast up, float64 ones left."""
+    if not torch.is_autocast_enabled("cpu"):
+        return args, kwargs
+
+    def up(a):
+        return promote(a, torch.float32) if isinstance(a, torch.Tensor) and a.dtype in _LOW else a
+
+    return tuple(up(a) for a in args), {k: up(v) for k, v in kwargs.items()}
+
+
+def public(fn):
+    """A public ``fastloss.torch`` function: one :class:`call_scope` per call, and
+    autocast's float32 policy for its tensor arguments."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        with call_scope():
+            args, kwargs = autocast_fp32(args, kwargs)
+            return fn(*args, **kwargs)
+
+    return wrapper
+
+
 def anchors(*tensors) -> tuple:
-    """Weak references to a loss's differentiable inputs (see :func:`_first_order_only`)."""
-    return tuple(weakref.ref(t) for t in tensors
+    """Weak references to a loss's differentiable inputs (see :func:`_first_order_only`):
+    the caller's tensors, where the call cast one (:func:`promote`)."""
+    origin = getattr(_scope, "origin", None) or {}
+    return tuple(weakref.ref(origin.get(id(t), t)) for t in tensors
                  if isinstance(t, torch.Tensor) and t.requires_grad)
 
 
@@ -302,7 +374,7 @@ def fused(
         if target.dtype == torch.float64 and input.dtype == torch.float32:
             # torch's type promotion: the loss is float64 and the input's gradient comes
             # back as float32 through the cast (autograd's own)
-            input = input.to(torch.float64)
+            input = promote(input, torch.float64)
         t = to_numpy(target, fname, "target")
         need_t = target.requires_grad
     x = to_numpy(input, fname, "input")

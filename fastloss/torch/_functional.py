@@ -8,6 +8,7 @@ Losses PyTorch lacks keep fastloss's signature (without ``grad`` and ``out``).
 from __future__ import annotations
 
 import functools
+import operator
 
 import numpy as np
 import torch
@@ -20,8 +21,11 @@ from ._autograd import (
     TargetGrad,
     check_input,
     const,
+    deprecated_mean,
     fused,
     legacy_reduction,
+    promote,
+    public,
     torch_class_axis,
 )
 
@@ -29,9 +33,25 @@ Tensor = torch.Tensor
 
 #: Every public function is opaque to torch.compile (a graph break around the call):
 #: it runs NumPy and Numba code that Dynamo cannot trace.
-_public = torch.compiler.disable(
+_disable = torch.compiler.disable(
     reason="fastloss.torch calls NumPy/Numba kernels (a graph break around each loss)"
 )
+
+
+def _public(fn):
+    return _disable(public(fn))
+
+
+def _torch_reduction(size_average, reduce, reduction):
+    """The reduction of a loss PyTorch has: the legacy arguments mapped, and the
+    deprecated ``"elementwise_mean"`` accepted as ``"mean"`` (both with PyTorch's
+    warnings)."""
+    return deprecated_mean(legacy_reduction(size_average, reduce, reduction))
+
+
+def _index(ignore_index):
+    """``ignore_index`` given as a one-element integer tensor, as PyTorch accepts it."""
+    return operator.index(ignore_index) if isinstance(ignore_index, Tensor) else ignore_index
 
 
 def _mean_scale(g, reduction, n):
@@ -76,7 +96,8 @@ def cross_entropy(
     ``softcap * tanh(x / softcap)``), ``axis`` (class axis; default PyTorch's: 1, or 0
     for a 1-D input).  Differentiable with respect to probability targets."""
     check_input(input, "cross_entropy")
-    reduction = legacy_reduction(size_average, reduce, reduction)
+    reduction = _torch_reduction(size_average, reduce, reduction)
+    ignore_index = _index(ignore_index)
     ax = torch_class_axis(input, axis)
     w = const(weight, "cross_entropy", "weight")
 
@@ -112,7 +133,8 @@ def nll_loss(
 ) -> Tensor:
     """``F.nll_loss`` of log-probabilities; ``axis`` as in :func:`cross_entropy`."""
     check_input(input, "nll_loss")
-    reduction = legacy_reduction(size_average, reduce, reduction)
+    reduction = _torch_reduction(size_average, reduce, reduction)
+    ignore_index = _index(ignore_index)
     ax = torch_class_axis(input, axis)
     w = const(weight, "nll_loss", "weight")
 
@@ -137,7 +159,7 @@ def multi_margin_loss(
 ) -> Tensor:
     """``F.multi_margin_loss`` of scores ``(N, C)`` or ``(C,)`` and class indices."""
     check_input(input, "multi_margin_loss")
-    reduction = legacy_reduction(size_average, reduce, reduction)
+    reduction = _torch_reduction(size_average, reduce, reduction)
     w = const(weight, "multi_margin_loss", "weight")
 
     def call(x, t, grad):
@@ -250,7 +272,7 @@ def binary_cross_entropy(
     reduction: str = "mean",
 ) -> Tensor:
     """``F.binary_cross_entropy`` of probabilities (log clamped at -100)."""
-    reduction = legacy_reduction(size_average, reduce, reduction)
+    reduction = _torch_reduction(size_average, reduce, reduction)
     w = const(weight, "binary_cross_entropy", "weight")
 
     def call(x, t, grad):
@@ -283,7 +305,7 @@ def binary_cross_entropy_with_logits(
     pos_weight: Tensor | None = None,
 ) -> Tensor:
     """``F.binary_cross_entropy_with_logits`` (``weight``, ``pos_weight`` broadcast)."""
-    reduction = legacy_reduction(size_average, reduce, reduction)
+    reduction = _torch_reduction(size_average, reduce, reduction)
     w = const(weight, "binary_cross_entropy_with_logits", "weight")
     pw = const(pos_weight, "binary_cross_entropy_with_logits", "pos_weight")
 
@@ -318,6 +340,10 @@ def _weighted(fn, x, t, w, reduction, grad, by_weight, **options):
 
 def _pointwise(fname, fn, input, target, reduction, weight=None, by_weight=True, **options):
     check_input(input, fname)
+    if isinstance(weight, Tensor) and weight.dtype == torch.float64 and (
+            input.dtype == torch.float32):
+        # PyTorch's weighted path multiplies by the weight: a float64 loss
+        input = promote(input, torch.float64)
     w = const(weight, fname, "weight")
     if w is not None and tuple(np.shape(w)) != tuple(input.shape):
         raise ValueError("Weights and input must have the same size.")
@@ -344,6 +370,8 @@ def mse_loss(
     """``F.mse_loss``, with PyTorch 2.13's per-element ``weight`` (``"mean"`` divides by
     its sum).  Differentiable with respect to ``target``."""
     reduction = legacy_reduction(size_average, reduce, reduction)
+    if weight is None:  # (PyTorch's weighted path has no "elementwise_mean")
+        reduction = deprecated_mean(reduction)
     return _pointwise("mse_loss", fl.mse_loss, input, target, reduction, weight)
 
 
@@ -359,6 +387,8 @@ def l1_loss(
     """``F.l1_loss`` (gradient 0 at a zero residual), per-element ``weight`` as
     :func:`mse_loss`.  Differentiable with respect to ``target``."""
     reduction = legacy_reduction(size_average, reduce, reduction)
+    if weight is None:  # (PyTorch's weighted path has no "elementwise_mean")
+        reduction = deprecated_mean(reduction)
     return _pointwise("l1_loss", fl.l1_loss, input, target, reduction, weight)
 
 
@@ -372,7 +402,7 @@ def smooth_l1_loss(
     beta: float = 1.0,
 ) -> Tensor:
     """``F.smooth_l1_loss``.  Differentiable with respect to ``target``."""
-    reduction = legacy_reduction(size_average, reduce, reduction)
+    reduction = _torch_reduction(size_average, reduce, reduction)
     return _pointwise("smooth_l1_loss", fl.smooth_l1_loss, input, target, reduction, beta=beta)
 
 
@@ -386,6 +416,8 @@ def huber_loss(
 ) -> Tensor:
     """``F.huber_loss``, with PyTorch 2.13's per-element ``weight`` (``"mean"`` divides by
     the number of elements, as PyTorch).  Differentiable with respect to ``target``."""
+    if weight is None:
+        reduction = deprecated_mean(reduction)
     return _pointwise(
         "huber_loss", fl.huber_loss, input, target, reduction, weight, False, delta=delta
     )
@@ -425,15 +457,33 @@ def kl_div(
 ) -> Tensor:
     """``F.kl_div`` of log-probabilities (``reduction="batchmean"`` too; no warning for
     ``"mean"``).  Differentiable with respect to ``target``."""
-    reduction = legacy_reduction(size_average, reduce, reduction)
+    check_input(input, "kl_div")
+    # PyTorch divides by the batch size whenever reduction="batchmean" is passed, also on
+    # top of what legacy size_average / reduce arguments select
+    per_batch = reduction == "batchmean" and input.ndim != 0 and (
+        size_average is not None or reduce is not None)
+    reduction = _torch_reduction(size_average, reduce, reduction)
+    n = input.shape[0] if per_batch else 1
 
     def call(x, t, grad):
-        return fl.kl_div(x, t, log_target=log_target, reduction=reduction, grad=grad)
+        res = fl.kl_div(x, t, log_target=log_target, reduction=reduction, grad=grad)
+        if not per_batch:
+            return res
+        with np.errstate(divide="ignore", invalid="ignore"):
+            g = res.grad
+            if g is not None:
+                g /= n
+            return fl.LossResult(x.dtype.type(res.loss / n) if reduction != "none"
+                                 else res.loss / x.dtype.type(n), g)
 
-    tg = TargetGrad(
-        functools.partial(_kl_target_grad, log_target=log_target, reduction=reduction), False
-    )
-    return fused("kl_div", call, input, target, target_grad=tg)
+    def target_grad(x, t, res, need_x):
+        g = _kl_target_grad(x, t, res, need_x, log_target=log_target, reduction=reduction)
+        if per_batch:
+            with np.errstate(divide="ignore", invalid="ignore"):
+                g /= n
+        return g
+
+    return fused("kl_div", call, input, target, target_grad=TargetGrad(target_grad, False))
 
 
 def _poisson_target_grad(x, t, res, need_x, *, log_input, full, eps, reduction):
@@ -486,7 +536,7 @@ def soft_margin_loss(
     reduction: str = "mean",
 ) -> Tensor:
     """``F.soft_margin_loss`` of scores and +-1 targets."""
-    reduction = legacy_reduction(size_average, reduce, reduction)
+    reduction = _torch_reduction(size_average, reduce, reduction)
 
     def call(x, t, grad):
         return fl.soft_margin_loss(x, t, reduction=reduction, grad=grad)

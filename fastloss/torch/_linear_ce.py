@@ -4,6 +4,7 @@ linear + cross-entropy (the ``N x V`` logits never exist whole)."""
 from __future__ import annotations
 
 import math
+import operator
 
 import torch
 
@@ -16,6 +17,9 @@ from ._autograd import (
     check_input,
     check_tensor,
     const,
+    deprecated_mean,
+    promote,
+    public,
     take_graph,
 )
 from ._autograd import to_numpy as _np
@@ -45,10 +49,12 @@ class _LinearCE(torch.autograd.Function):
     @staticmethod
     def forward(ctx, input, linear_weight, linear_bias, target, job):
         ctx.fname = _NAME
-        ctx.job = job
         ctx.anchors = anchors(input, linear_weight, linear_bias)
         need = ctx.needs_input_grad[:3]
         ctx.freed = False
+        # only "none" reruns the chunks in the backward: otherwise nothing keeps the
+        # inputs' memory (the NumPy views in ``job``) alive past the forward
+        ctx.job = job if job["reduction"] == "none" else None
         if job["reduction"] == "none":
             res = job["fn"](*job["arrays"], grad=False, **job["options"])
             # the backward reruns the chunks from these tensors' memory: all of them are
@@ -78,6 +84,8 @@ class _LinearCE(torch.autograd.Function):
                 )
             rs = _np(go, _NAME, "grad_output")
             res = job["fn"](*job["arrays"], grad=True, row_scale=rs, **job["options"])
+            if not torch._C._autograd._get_current_graph_task_keep_graph():
+                ctx.job = None  # the saved tensors are freed too: a rerun raises above
             g = (res.grad_input, res.grad_linear_weight, res.grad_linear_bias)
             out = [torch.from_numpy(a) if n and a is not None else None
                    for a, n in zip(g, need, strict=True)]
@@ -90,6 +98,7 @@ class _LinearCE(torch.autograd.Function):
 
 
 @torch.compiler.disable(reason="fastloss.torch calls NumPy/Numba kernels")
+@public
 def linear_cross_entropy(
     input: Tensor,
     linear_weight: Tensor,
@@ -133,10 +142,13 @@ def linear_cross_entropy(
     if prob and target.dtype == torch.float64 and input.dtype == torch.float32:
         # torch's type promotion (as F.cross_entropy on the float32 logits would do): the
         # loss is float64, the gradients come back as float32 through autograd's casts
-        input = input.to(torch.float64)
-        linear_weight = linear_weight.to(torch.float64)
+        input = promote(input, torch.float64)
+        linear_weight = promote(linear_weight, torch.float64)
         if linear_bias is not None:
-            linear_bias = linear_bias.to(torch.float64)
+            linear_bias = promote(linear_bias, torch.float64)
+    reduction = deprecated_mean(reduction)
+    if isinstance(ignore_index, Tensor):
+        ignore_index = operator.index(ignore_index)
     ii = -100 if ignore_index is None else ignore_index
     if target.requires_grad and torch.is_grad_enabled():
         raise RuntimeError(
