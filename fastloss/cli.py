@@ -430,7 +430,7 @@ def _progress(args, total, unit_bytes):
                 ncols=cols, nrows=lines, mininterval=0.25, leave=False, desc="fastloss score")
 
 
-def _class_row_error(e, t, lo, options):
+def _class_row_error(e, t, lo):
     """The IndexError of a class index, naming the row where it is."""
     import numpy as np
 
@@ -441,9 +441,9 @@ def _class_row_error(e, t, lo, options):
     ti = np.asarray(t)
     if ti.ndim == 0:  # one sample (a 1-D input): no row to name
         return DataError(text)
-    ignore = options.get("ignore_index", -100)
-    rows = np.flatnonzero((ti.reshape(ti.shape[0], -1) == value).any(axis=1)
-                          & (value != ignore))
+    # (the kernel reports a value that is out of range and not ignore_index: every row
+    # holding it is bad, also for -100 where the loss has no ignore_index)
+    rows = np.flatnonzero((ti.reshape(ti.shape[0], -1) == value).any(axis=1))
     where = f" at row {lo + int(rows[0])}" if rows.size else ""
     return DataError(f"{text}{where}")
 
@@ -563,7 +563,7 @@ def _score(args, info, options, reduction, weight, out):
     _check_per_class(options, src.shape)
     # a full-shape weight (e.g. binary_cross_entropy's) is chunked with the rows
     chunk_weight = (
-        weight is not None and n > 1 and weight.ndim == len(src.shape)
+        weight is not None and not one_sample and n > 1 and weight.ndim == len(src.shape)
         and weight.shape[0] == n
     )
     from fastloss import _chunked
@@ -598,7 +598,7 @@ def _score(args, info, options, reduction, weight, out):
             try:
                 res = _chunked.chunk_loss(plan, *call, grad=False)
             except IndexError as e:
-                raise _class_row_error(e, t, lo, options) from None
+                raise _class_row_error(e, t, lo) from None
             except (ValueError, TypeError) as e:
                 raise DataError(f"{_where(src, one_sample, lo, hi)}: {e}") from None
             if dtype is None:
@@ -714,7 +714,7 @@ def _mean_counts(info, src, tgt, options, rows, one_sample):
             row = getattr(e, "row", None)
             if row is not None:
                 raise DataError(f"{e} at row {lo + row}") from None
-            raise _class_row_error(e, t, lo, options) from None
+            raise _class_row_error(e, t, lo) from None
         except (ValueError, TypeError) as e:
             raise DataError(f"{_where(src, one_sample, lo, hi)}: {e}") from None
     return _chunked.merge(counts)

@@ -125,13 +125,20 @@ def _whole_call(fn, x, args, kwargs):
 
 
 # ---------------------------------------------------------------------------- graphs
-def _shape_error(e, pairs, n):
+def _shape_error(e, pairs, n, keep=()):
     """``e`` with the empty probe arrays' shapes in its message replaced by the real ones
-    (and any other shape the probe's 0 rows produced, e.g. an expected target shape)."""
+    (and any other shape the probe's 0 rows produced, e.g. an expected target shape).
+    ``keep``: the real shapes of operands passed whole (an empty class weight's ``(0,)``
+    is its own shape, not the probe's)."""
     msg = str(e)
+    kept = [str(s) for s in dict.fromkeys(tuple(s) for s in keep) if str(s).startswith("(0,")]
+    for i, s in enumerate(kept):
+        msg = msg.replace(s, f"\0{i}\0")
     for probe, real in pairs:
         msg = msg.replace(str(probe), str(real))
     msg = re.sub(r"\(0,", f"({n},", msg)
+    for i, s in enumerate(kept):
+        msg = msg.replace(f"\0{i}\0", s)
     if msg == str(e):
         return e
     return type(e)(msg)
@@ -199,6 +206,15 @@ def _loss(name: str, bound: dict, operand_names: list):
             _known(v, p)
         if role == "row" and v.shape[0] != N:
             raise ValueError(f"{p} shape {v.shape} does not match input shape {x.shape}")
+        if role == "whole" and p in _BROADCAST_OPERANDS.get(name, ()):
+            # (the 0-row probe below would accept e.g. a (0, C) weight for any N)
+            try:
+                fits = np.broadcast_shapes(v.shape, x.shape) == x.shape
+            except ValueError:
+                fits = False
+            if not fits:
+                raise ValueError(
+                    f"{p} shape {v.shape} is not broadcastable to input shape {x.shape}")
 
     # eager validation: the NumPy call on empty arrays with the real trailing shapes
     probe_x = np.zeros((0,) + x.shape[1:], x.dtype)
@@ -217,7 +233,9 @@ def _loss(name: str, bound: dict, operand_names: list):
         probe = fn(probe_x, **dict(zip(operand_names[1:], probe_args, strict=True)),
                    **options, reduction=reduction, grad=grad)
     except (ValueError, TypeError, IndexError) as e:
-        raise _shape_error(e, pairs, x.shape[0]) from None
+        whole_shapes = [np.shape(v) for (_p, v), role in zip(ops, roles, strict=True)
+                        if role == "whole" and v is not None]
+        raise _shape_error(e, pairs, x.shape[0], whole_shapes) from None
 
     orig_chunks = x.chunks
     # whole rows per block; no rows at all: one empty block (dask cannot rechunk the
@@ -258,7 +276,11 @@ def _loss(name: str, bound: dict, operand_names: list):
         t_arr, t_ind = row_args[0], row_args[1]
         C = x.shape[cls_ax]
         class_counts = _counts_array(da, t_arr, t_ind, name, x.shape[1:], C, options)
-        class_counts = class_counts.sum(axis=0)
+        # one Delayed of the summed counts, named by the array's own key: a dask array
+        # passed to delayed() gets a finalize task with a random name, so two graphs of
+        # the same data (say with and without grad) gave one _plan key two specs
+        # (dask.distributed: "Detected different run_spec")
+        class_counts = class_counts.sum(axis=0).rechunk(-1).to_delayed().ravel()[0]
     plan = dask.delayed(_plan, pure=True)(
         name, reduction, static, class_counts, class_weight, options
     )
@@ -305,8 +327,9 @@ def _loss(name: str, bound: dict, operand_names: list):
         assert loss.shape[1:] == probe.loss.shape[1:], (loss.shape, probe.loss.shape)
         return LossResult(loss, g)
     k = 3 if name == "cross_entropy" else 1  # the replay path's three partial sums
+    # ("K": not one of the input's axis letters, which run up to "l" at 12 dimensions)
     parts = da.blockwise(
-        _partial_of_k, x_ind + "k", fused, x_ind, new_axes={"k": k},
+        _partial_of_k, x_ind + "K", fused, x_ind, new_axes={"K": k},
         adjust_chunks={c: 1 for c in x_ind}, dtype=np.float64,
         meta=np.empty((0,) * (x.ndim + 1), np.float64),
         name=f"fastloss-partial-{name}-{tok}", ndim=x.ndim, k=k,

@@ -623,3 +623,38 @@ def test_parquet_empty_variable_lists_take_the_other_files_width(tmp_path, capsy
                             "--force")
         assert status == 0, err
         assert np.load(tmp_path / "e.npy").shape == (0, 3), args
+
+
+# --------------------------------------------- audit findings, 2026-12-04 (score)
+@pytest.mark.parametrize("loss", ["cross_entropy", "nll_loss", "softmax_focal_loss"])
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+def test_one_sample_with_class_weights(tmp_path, capsys, loss, reduction):
+    """One 1-D sample has as many entries as classes: its class weight is not a per-row
+    weight (the mean was multiplied by the target's weight)."""
+    x = np.array([0.5, -1.0, 2.0])
+    if loss == "nll_loss":
+        x = -np.abs(x)
+    w = np.array([1.0, 3.0, 0.5])
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "t.npy", np.array(1))
+    np.save(tmp_path / "w.npy", w)
+    status = cli.main(["score", loss, str(tmp_path / "x.npy"), str(tmp_path / "t.npy"),
+                       "--weight", str(tmp_path / "w.npy"), "--reduction", reduction])
+    out = capsys.readouterr().out
+    assert status == 0
+    want = getattr(fl, loss)(x, np.array(1), w, reduction=reduction).loss
+    assert float(out) == pytest.approx(float(want), rel=1e-14)
+
+
+def test_a_class_index_of_minus_100_is_named_by_row_where_it_is_not_ignored(tmp_path, capsys):
+    """multi_margin_loss has no ignore_index: a target of -100 is out of range, and the
+    error names its row as for any other bad index."""
+    rng = np.random.default_rng(0)
+    np.save(tmp_path / "x.npy", rng.standard_normal((300, 7)))
+    t = rng.integers(0, 7, 300)
+    t[250] = -100
+    np.save(tmp_path / "t.npy", t)
+    status, err = _main(capsys, "score", "multi_margin_loss", tmp_path / "x.npy",
+                        tmp_path / "t.npy", "--reduction", "sum", "--chunk-rows", 40)
+    assert status == 1
+    assert err.strip().endswith("at row 250"), err

@@ -487,3 +487,74 @@ def test_larger_than_worker_memory(client):
                     reason="set FASTLOSS_DASK_BIG_GB=<GB> to score a bigger data set")
 def test_larger_than_worker_memory_big(client):
     _score_big(client, float(os.environ["FASTLOSS_DASK_BIG_GB"]))
+
+
+# --------------------------------------------- audit findings, 2026-12-04 (dask)
+@pytest.mark.parametrize("ndim", [11, 12])
+def test_eleven_and_twelve_dimensions_reduce(ndim):
+    """The partial sums' extra axis letter is not one of the input's (a 12-D input uses
+    a .. l; "k" clashed from 11 dimensions on)."""
+    rng = np.random.default_rng(ndim)
+    x = rng.standard_normal((3,) + (2,) * (ndim - 1))
+    t = rng.standard_normal(x.shape)
+    X = da.from_array(x, chunks=(1,) + (2,) * (ndim - 1))
+    for reduction in ("sum", "mean"):
+        res = fld.mse_loss(X, t, reduction=reduction)
+        loss, g = dask.compute(res.loss, res.grad, scheduler=SCHED)
+        ref = fl.mse_loss(x, t, reduction=reduction)
+        assert_same(loss, ref.loss, what=reduction)
+        assert_same(g, ref.grad, what=reduction)
+
+
+def test_build_time_errors_name_an_empty_operands_own_shape():
+    """An operand passed whole that really has 0 rows keeps its shape in the message
+    (the 0-row probe's "(0," was rewritten everywhere), and a broadcast weight that fits
+    the 0-row probe but not the input is refused when the graph is built."""
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((50, 3))
+    t = np.zeros(50, np.int64)
+    X = da.from_array(x, chunks=10)
+    _same_error(lambda: fld.cross_entropy(X, t, np.zeros(0)),
+                lambda: fl.cross_entropy(x, t, np.zeros(0)))
+    _same_error(lambda: fld.multi_margin_loss(X, t, weight=np.zeros(0)),
+                lambda: fl.multi_margin_loss(x, t, weight=np.zeros(0)))
+    for kw in ({"weight": np.zeros((0, 3))}, {"pos_weight": np.zeros((7, 3))},
+               {"weight": np.ones((2, 1, 3))}):
+        _same_error(lambda kw=kw: fld.binary_cross_entropy_with_logits(X, x, **kw),
+                    lambda kw=kw: fl.binary_cross_entropy_with_logits(x, x, **kw))
+
+
+def test_graphs_with_and_without_grad_give_one_spec_per_key(client):
+    """Two graphs of the same data on one distributed client (with and without the
+    gradient) share the plan's key: it must have one spec in both (a dask array passed
+    to delayed() got a finalize task of a random name: "Detected different run_spec")."""
+    import logging
+
+    rng = np.random.default_rng(0)
+    x, t, w = rng.normal(size=(40, 5)), rng.integers(0, 5, 40), rng.uniform(0.1, 2, 5)
+    X, T = da.from_array(x, chunks=10), da.from_array(t, chunks=10)
+    records = []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            records.append(record.getMessage())
+
+    h = Keep(logging.WARNING)
+    loggers = [logging.getLogger(n) for n in ("distributed", "distributed.scheduler")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:  # (the cluster was started with silence_logs)
+        lg.setLevel(logging.WARNING)
+    loggers[0].addHandler(h)
+    try:
+        r1 = fld.cross_entropy(X, T, w)
+        f1 = client.compute([r1.loss, r1.grad])
+        r2 = fld.cross_entropy(X, T, w, grad=False)
+        f2 = client.compute(r2.loss)
+        want = fl.cross_entropy(x, t, w).loss
+        assert_same(f1[0].result(), want)
+        assert_same(f2.result(), want)
+    finally:
+        loggers[0].removeHandler(h)
+        for lg, lv in zip(loggers, levels, strict=True):
+            lg.setLevel(lv)
+    assert not [m for m in records if "run_spec" in m], records
