@@ -4,12 +4,12 @@ Inputs are streamed batch by batch (``pyarrow.parquet.ParquetFile.iter_batches``
 read whole. The predictions are either one fixed-size-list (or equal-length list) column
 of floats, giving ``(n, K)``, one float column (``(n,)``), or one float column per class
 / output, named by a common prefix (``--input-column p`` takes ``p0, p1, ...`` / ``p_0,
-p_1, ...`` in the order of their numbers, so p10 follows p9). Without ``--input-
-column``: the file's only column, else its only list column, else every numeric column
-except ``target`` (or the ``--target-column``). Targets: ``--target-column`` (default
-``target``, else the file's only column). Per-sample losses are written as one row group
-per chunk, in a column ``loss`` (a fixed-size list for per-element losses of 2-D
-inputs).
+p_1, ...`` in the order of their numbers, so p10 follows p9). Without
+``--input-column``: the file's only column, else its only list column, else every
+numeric column except ``target`` (or the ``--target-column``). Targets:
+``--target-column`` (default ``target``, else the file's only column). Per-sample losses
+are written as one row group per chunk, in a column ``loss`` (a fixed-size list for
+per-element losses of 2-D inputs).
 """
 
 from __future__ import annotations

@@ -22,6 +22,7 @@ from ._config import accumulator, inline, rowfn
 
 __all__ = [
     "key_to_float",
+    "lane_totals",
     "max_key",
     "prefetch",
     "row_max",
@@ -165,6 +166,59 @@ def rounded(typingctx, v):
         fnty = ir.FunctionType(llty, [llty])
         fn = builder.module.declare_intrinsic("llvm.arithmetic.fence", [llty], fnty)
         return builder.call(fn, [args[0]])
+
+    return sig, codegen
+
+
+@intrinsic
+def lane_totals(typingctx, a, k, lanes):
+    """``sum over l < lanes of (a[l] + a[l + lanes] + a[l + 2 lanes] + ...)`` over
+    ``a[:k]`` (``k`` a multiple of the literal ``lanes``) in float64: lane ``l`` adds its
+    elements in index order, then the lane totals are added in lane order, the bits of
+    the plain two-loop version.  The lanes are one LLVM vector held in registers across
+    the loop (a Numba array of lane sums is stored and reloaded at every step, since
+    nothing tells LLVM it cannot alias ``a``)."""
+    if (not isinstance(a, types.Array) or a.ndim != 1 or a.layout != "C"
+            or a.dtype not in (types.float32, types.float64)
+            or not isinstance(k, types.Integer) or not isinstance(lanes, types.IntegerLiteral)):
+        return None
+    L = lanes.literal_value
+    sig = types.float64(a, k, lanes)
+
+    def codegen(context, builder, signature, args):
+        arr = context.make_array(signature.args[0])(context, builder, args[0])
+        n = context.cast(builder, args[1], signature.args[1], types.intp)
+        f64 = ir.DoubleType()
+        i64 = ir.IntType(64)
+        et = context.get_value_type(signature.args[0].dtype)
+        vin = ir.VectorType(et, L)
+        vt = ir.VectorType(f64, L)
+        entry = builder.block
+        head = builder.append_basic_block("lanes.head")
+        body = builder.append_basic_block("lanes.body")
+        done = builder.append_basic_block("lanes.done")
+        builder.branch(head)
+        builder.position_at_end(head)
+        i = builder.phi(i64)
+        acc = builder.phi(vt)
+        i.add_incoming(ir.Constant(i64, 0), entry)
+        acc.add_incoming(ir.Constant(vt, [0.0] * L), entry)
+        builder.cbranch(builder.icmp_signed("<", i, n), body, done)
+        builder.position_at_end(body)
+        ptr = builder.bitcast(builder.gep(arr.data, [i]), vin.as_pointer())
+        v = builder.load(ptr, align=4 if signature.args[0].dtype == types.float32 else 8)
+        if signature.args[0].dtype == types.float32:
+            v = builder.fpext(v, vt)
+        acc2 = builder.fadd(acc, v)
+        i.add_incoming(builder.add(i, ir.Constant(i64, L)), body)
+        acc.add_incoming(acc2, body)
+        builder.branch(head)
+        builder.position_at_end(done)
+        total = ir.Constant(f64, 0.0)
+        i32 = ir.IntType(32)
+        for lane in range(L):
+            total = builder.fadd(total, builder.extract_element(acc, ir.Constant(i32, lane)))
+        return total
 
     return sig, codegen
 
@@ -401,12 +455,35 @@ def _log32(x):
     return res
 
 
+@intrinsic
+def _split32(typingctx, xs, bias):
+    """``(float32(k), m)`` of :func:`_log32_normal`'s reduction ``xs = 2**k * m`` with
+    ``m`` in [sqrt(2)/2, sqrt(2)), in 32-bit integer arithmetic (Numba would widen the
+    int32 bit operations to int64, halving the vector width and converting k from int64).
+    The same integers as the 64-bit version: no intermediate exceeds 2**31 for a
+    positive finite ``xs``."""
+    if xs != types.float32 or not isinstance(bias, types.Integer):
+        return None
+    sig = types.UniTuple(types.float32, 2)(xs, bias)
+
+    def codegen(context, builder, signature, args):
+        i32 = ir.IntType(32)
+        b = _resize(builder, args[1], 32)
+        ix = builder.add(builder.bitcast(args[0], i32), ir.Constant(i32, int(_OFF32)))
+        k = builder.sub(builder.ashr(ix, ir.Constant(i32, 23)), b)
+        mbits = builder.add(builder.and_(ix, ir.Constant(i32, int(_MANT32))),
+                            ir.Constant(i32, int(_MID32)))
+        m = builder.bitcast(mbits, ir.FloatType())
+        dk = builder.sitofp(k, ir.FloatType())
+        return context.make_tuple(builder, signature.return_type, (dk, m))
+
+    return sig, codegen
+
+
 @inline
 def _log32_normal(xs, bias):
     """float32 :func:`_log64_normal`."""
-    ix = f32_bits(xs) + _OFF32
-    k = (ix >> 23) - bias
-    m = bits_f32((ix & _MANT32) + _MID32)
+    dk, m = _split32(xs, bias)
     f = m - _ONE32
     s = f / (_TWO32 + f)
     z = s * s
@@ -414,7 +491,6 @@ def _log32_normal(xs, bias):
     t1 = w * (_LG2_32 + w * _LG4_32)
     t2 = z * (_LG1_32 + w * _LG3_32)
     hfsq = _HALF32 * f * f
-    dk = np.float32(k)
     return s * (hfsq + t1 + t2) + dk * _LN2_LO_L32 - hfsq + f + dk * _LN2_HI_L32
 
 

@@ -12,6 +12,7 @@ odd-size group (1029 x 917, parallel build) in float64.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import subprocess
@@ -849,3 +850,53 @@ def test_numeric_options_given_as_strings_are_a_type_error(call):
     functions refuse it ("argument 'delta' must be float, not str"): TypeError."""
     with pytest.raises(TypeError, match="must be a real number"):
         call()
+
+
+# ------------------------------------------ the engine's output paths (2026-12-04)
+def _lane_order_sum(per_element, block=4096, lanes=64):
+    """The engine's float64 sum of the per-element losses: per block, 64 lanes each
+    summed in index order, then the lanes in order, then the tail; the block partials
+    summed as the Python layer sums them (np.sum)."""
+    a = np.asarray(per_element).reshape(-1)
+    parts = []
+    for lo in range(0, a.size, block):
+        b = a[lo:lo + block].astype(np.float64)
+        k = b.size - b.size % lanes
+        acc = b[:k].reshape(-1, lanes).sum(axis=0) if k else np.zeros(lanes)  # in order
+        s = 0.0
+        for v in acc:
+            s += v
+        for v in b[k:]:
+            s += v
+        parts.append(s)
+    with np.errstate(invalid="ignore"):
+        return float(np.sum(np.array(parts)))
+
+
+@pytest.mark.parametrize("parallel", [False, True], ids=["serial", "parallel"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+@pytest.mark.parametrize("variant", VARIANTS, ids=_vid)
+def test_direct_and_scratch_outputs_give_identical_bits(variant, dtype, parallel, rng):
+    """Several blocks: the gradient written straight into a separate buffer, into the
+    input (through the scratch block), into the target, and the "none" losses written
+    straight out are the same bits, and the reduced loss is the exact lane-order sum of
+    the "none" losses."""
+    from fastloss._config import force_parallel
+
+    name, kw = variant
+    x, t = make_inputs(name, kw, (3 * 4096 + 77,), dtype, rng)
+    ctx = force_parallel() if parallel else contextlib.nullcontext()
+    with ctx:
+        base = call(name, x, t, reduction="sum", **kw)
+        none = call(name, x, t, reduction="none", **kw)
+        out = np.full_like(x, 7.0)
+        res_out = call(name, x, t, reduction="sum", out=out, **kw)
+        xi = x.copy()
+        res_x = call(name, xi, t, reduction="sum", out=xi, **kw)
+        ti = t.copy()
+        res_t = call(name, x, ti, reduction="sum", out=ti, **kw)
+    for r in (res_out, res_x, res_t):
+        assert r.loss.tobytes() == base.loss.tobytes()
+        np.testing.assert_array_equal(r.grad, base.grad)
+    np.testing.assert_array_equal(none.grad, base.grad)
+    assert base.loss == dtype(_lane_order_sum(none.loss))

@@ -10,12 +10,13 @@ Every elementwise loss is a per-element function (an ``@inline`` "elem") returni
 * the flat input is cut into blocks of :data:`BLOCK_ELEMS` elements;
 * a *range function* (compiled once per dtype) runs blocks ``k0 .. k1-1``: for each block
   one vectorisable loop reads each ``x_i``, ``t_i`` once and writes ``loss_i`` and
-  ``g_i = dloss_i * scale`` into two block-sized scratch buffers, ORing the ``bad_i``
-  flags; then the gradient block is copied to ``g`` (so ``g`` may be the input itself:
-  the block has been read before it is overwritten, and the hot loop never runs on
-  aliasing pointers, which would make LLVM fall back to its scalar loop), the loss block
-  to ``lout`` for ``reduction="none"``, and the block's losses are summed in float64 over
-  64 fixed lanes (vectorised, no reassociation);
+  ``g_i = dloss_i * scale``, ORing the ``bad_i`` flags.  An output that shares no memory
+  with the operands (the usual case) is written by that loop directly; a gradient that
+  overwrites an operand (``out=input``) goes to a block-sized scratch buffer and is
+  copied to ``g`` after the loop (the block has been read before it is overwritten, and
+  the hot loop never runs on aliasing pointers, which would make LLVM fall back to its
+  scalar loop).  The block's losses are summed in float64 over 64 fixed lanes
+  (vectorised in registers, no reassociation);
 * the serial build *is* the range function (one call, all blocks); the parallel build is
   a ``prange`` over the blocks calling it block by block.  Per-block float64 partial sums
   and flags go to small arrays that the Python layer reduces in block order: the result
@@ -54,7 +55,7 @@ from numba import prange, types
 from numba.extending import overload
 
 from .._config import as_readonly, inline, instantiate, kernel, rowfn
-from .._vmath import vexp, vexpm1, vlog, vlog1p, vlog1p_unit, vtanh
+from .._vmath import lane_totals, vexp, vexpm1, vlog, vlog1p, vlog1p_unit, vtanh
 
 #: Elements per block: the unit of parallel work and of the deterministic reduction.
 #: Two scratch buffers of this size (32 KiB in float64) stay in L1/L2.
@@ -80,34 +81,48 @@ def _ov_F(like, v):
 
 @rowfn
 def _lane_sum(a, m):
-    """float64 sum of ``a[:m]`` over 64 fixed lanes (lane l sums a[l], a[l+64], ...):
-    vectorises without reassociation and gives the same bits on every machine.
+    """float64 sum of ``a[:m]`` over 64 fixed lanes (lane l sums a[l], a[l+64], ...,
+    then the lanes in order, then the tail): vectorises without reassociation and gives
+    the same bits on every machine.  The lanes stay in registers (:func:`lane_totals`).
     Called, not inlined: inlined into the range functions it compiles 4x slower."""
-    acc = np.zeros(LANES)
     k = m - m % LANES
-    for i in range(0, k, LANES):
-        for l in range(LANES):
-            acc[l] += a[i + l]
-    s = 0.0
-    for l in range(LANES):
-        s += acc[l]
+    s = lane_totals(a, k, LANES)
     for i in range(k, m):
         s += a[i]
     return s
 
 
 @inline
-def _finish_block(lb, gb, lo, hi, lout, g):
+def _overlaps(a, b):
+    """Whether the memory of two 1-D C-contiguous arrays overlaps."""
+    if a.size == 0 or b.size == 0:
+        return False
+    a0 = a.ctypes.data
+    b0 = b.ctypes.data
+    return a0 < b0 + b.size * b.itemsize and b0 < a0 + a.size * a.itemsize
+
+
+@inline
+def _dest(out, lo, hi, direct, scratch):
+    """Where a block's values go: straight into ``out[lo:hi]`` when ``out`` shares no
+    memory with the operands (``direct``), else the block-sized scratch buffer."""
+    return out[lo:hi] if direct else scratch
+
+
+@inline
+def _finish_block(lb, gb, ld, lo, hi, lout, g, ldirect, gdirect):
+    """Copy the block's scratch values to their outputs (where they were not written
+    straight there) and return the float64 sum of its losses (``ld``: where they are)."""
     m = hi - lo
-    if g.size != 0:
+    if g.size != 0 and not gdirect:
         gv = g[lo:hi]
         for j in range(m):
             gv[j] = gb[j]
-    if lout.size != 0:
+    if lout.size != 0 and not ldirect:
         lv = lout[lo:hi]
         for j in range(m):
             lv[j] = lb[j]
-    return _lane_sum(lb, m)
+    return _lane_sum(ld, m)
 
 
 # ------------------------------------------------------------------------- templates
@@ -127,21 +142,28 @@ def _range_template(x, t, p, k0, k1, lout, g, partial, flags):
     scale = p[3]
     n = x.size
     size = min(BLOCK_ELEMS, n)
-    lb = np.empty(size, dtype=p.dtype)
-    gb = np.empty(size, dtype=p.dtype)
+    # outputs that share no memory with the operands are written in the hot loop itself;
+    # an in-place gradient (g is x or t) goes through the scratch block (see the module
+    # docstring)
+    gdirect = g.size != 0 and not (_overlaps(g, x) or _overlaps(g, t))
+    ldirect = lout.size != 0 and not (_overlaps(lout, x) or _overlaps(lout, t))
+    lb = np.empty(0 if ldirect else size, dtype=p.dtype)
+    gb = np.empty(0 if gdirect else size, dtype=p.dtype)
     for k in range(k0, k1):
         lo = k * BLOCK_ELEMS
         hi = min(lo + BLOCK_ELEMS, n)
         m = hi - lo
         xb = x[lo:hi]
         tb = t[lo:hi]
+        ld = _dest(lout, lo, hi, ldirect, lb)
+        gd = _dest(g, lo, hi, gdirect, gb)
         bad = False
         for j in range(m):
             li, di, ei = ELEM(xb[j], tb[j], a, b, c)
-            lb[j] = li
-            gb[j] = di * scale
+            ld[j] = li
+            gd[j] = di * scale
             bad |= ei
-        partial[k] = _finish_block(lb, gb, lo, hi, lout, g)
+        partial[k] = _finish_block(lb, gb, ld, lo, hi, lout, g, ldirect, gdirect)
         flags[k] = bad
 
 
@@ -176,8 +198,12 @@ def _wrange_template(x, t, w, pw, geom, p, k0, k1, lout, g, partial, flags):
     size = min(BLOCK_ELEMS, n)
     wb = np.empty(size, dtype=p.dtype)
     pb = np.empty(size, dtype=p.dtype)
-    lb = np.empty(size, dtype=p.dtype)
-    gb = np.empty(size, dtype=p.dtype)
+    gdirect = g.size != 0 and not (_overlaps(g, x) or _overlaps(g, t) or _overlaps(g, w)
+                                   or _overlaps(g, pw))
+    ldirect = lout.size != 0 and not (_overlaps(lout, x) or _overlaps(lout, t)
+                                      or _overlaps(lout, w) or _overlaps(lout, pw))
+    lb = np.empty(0 if ldirect else size, dtype=p.dtype)
+    gb = np.empty(0 if gdirect else size, dtype=p.dtype)
     for k in range(k0, k1):
         lo = k * BLOCK_ELEMS
         hi = min(lo + BLOCK_ELEMS, n)
@@ -193,14 +219,16 @@ def _wrange_template(x, t, w, pw, geom, p, k0, k1, lout, g, partial, flags):
             i = e
         xb = x[lo:hi]
         tb = t[lo:hi]
+        ld = _dest(lout, lo, hi, ldirect, lb)
+        gd = _dest(g, lo, hi, gdirect, gb)
         bad = False
         for j in range(m):
             li, di, ei = ELEM(xb[j], tb[j], pb[j], a, b, c)
             wj = wb[j]
-            lb[j] = li * wj
-            gb[j] = di * wj * scale
+            ld[j] = li * wj
+            gd[j] = di * wj * scale
             bad |= ei
-        partial[k] = _finish_block(lb, gb, lo, hi, lout, g)
+        partial[k] = _finish_block(lb, gb, ld, lo, hi, lout, g, ldirect, gdirect)
         flags[k] = bad
 
 
